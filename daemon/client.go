@@ -1,0 +1,145 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+	"time"
+)
+
+// DefaultSocket is where exlessd listens unless configured otherwise.
+const DefaultSocket = "/run/exless/exlessd.sock"
+
+// Client talks to exlessd over its Unix socket. exlessctl is built on it.
+type Client struct {
+	Socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	var d net.Dialer
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns:      1,
+		DisableKeepAlives: true,
+	}
+	return &Client{Socket: socket, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// AccessDeniedError is a refusal: by the daemon's policy (HTTP 403), or by
+// the kernel because the socket's permissions keep the caller out.
+type AccessDeniedError struct {
+	Message string
+	Socket  bool // refused by the socket's file permissions, not the policy
+}
+
+func (e *AccessDeniedError) Error() string { return e.Message }
+
+// UnreachableError means the daemon could not be reached at all.
+type UnreachableError struct {
+	Socket string
+	Err    error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot connect to exlessd at %s (is exlessd.service running? check `systemctl status exlessd` or pass --socket): %v", e.Socket, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// APIError is any other error reply from the daemon.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Unavailable reports whether the daemon cannot serve because Exceptionless
+// or Vault is unavailable.
+func (e *APIError) Unavailable() bool { return e.Status == http.StatusServiceUnavailable }
+
+// Token asks for a token of the given scope (and project, for ScopeClient).
+func (c *Client) Token(ctx context.Context, scope, project string) (TokenResponse, error) {
+	q := url.Values{"scope": {scope}}
+	if project != "" {
+		q.Set("project", project)
+	}
+	var out TokenResponse
+	err := c.get(ctx, "/v1/token?"+q.Encode(), &out)
+	return out, err
+}
+
+// WhoAmI reports what the daemon sees of this process and what it may do.
+func (c *Client) WhoAmI(ctx context.Context) (WhoAmI, error) {
+	var out WhoAmI
+	err := c.get(ctx, "/v1/whoami", &out)
+	return out, err
+}
+
+// Status reports the daemon's state.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var out Status
+	err := c.get(ctx, "/v1/status", &out)
+	return out, err
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://exlessd"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+			return &AccessDeniedError{Socket: true, Message: fmt.Sprintf(
+				"permission denied on %s: this user may not connect; add it to the socket's group (see socket_group in exlessd.hcl) and log in again", c.Socket)}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &UnreachableError{Socket: c.Socket, Err: unwrapURLError(err)}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("read reply from exlessd: %w", err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("decode reply from exlessd: %w", err)
+		}
+		return nil
+	}
+	var e ErrorResponse
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e = ErrorResponse{Error: fmt.Sprintf("exlessd answered %s", resp.Status), Code: CodeInternal}
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		return &AccessDeniedError{Message: e.Error}
+	}
+	return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Error}
+}
+
+// unwrapURLError drops the *url.Error layer, whose text repeats the
+// pseudo-URL and adds nothing for a Unix socket.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}

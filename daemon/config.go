@@ -1,0 +1,295 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/exless/exless/daemon/policy"
+)
+
+// DefaultConfigPath is where exlessd looks for its config file.
+const DefaultConfigPath = "/etc/exless/exlessd.hcl"
+
+// Config is the daemon's configuration: defaults, then the file, then flags.
+type Config struct {
+	Socket        string
+	SocketMode    fs.FileMode
+	SocketGroup   string // empty: the daemon's own group
+	Exceptionless ExceptionlessConfig
+	Vault         VaultConfig
+	Rules         []policy.Rule
+
+	file   string
+	ranges map[string]hcl.Range // field path -> where the file set it
+}
+
+// ExceptionlessConfig says where and as whom to log in.
+type ExceptionlessConfig struct {
+	URL          string
+	Email        string
+	PasswordFile string
+}
+
+// VaultConfig says where tokens are kept. The Vault token itself is never
+// in the config: it comes from TokenFile or VAULT_TOKEN.
+type VaultConfig struct {
+	Address   string // empty: VAULT_ADDR
+	TokenFile string // empty: VAULT_TOKEN
+	Mount     string
+	Path      string
+}
+
+// DefaultConfig returns the configuration used for anything a file leaves out.
+func DefaultConfig() Config {
+	return Config{
+		Socket:     "/run/exless/exlessd.sock",
+		SocketMode: 0o660,
+		Vault:      VaultConfig{Mount: "secret"},
+	}
+}
+
+// ConfigError is a problem with one field of a config file.
+type ConfigError struct {
+	File  string
+	Line  int // 0 when the field was not in the file
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if loc == "" {
+		return fmt.Sprintf("%s: %v", e.Field, e.Err)
+	}
+	return fmt.Sprintf("%s: %s: %v", loc, e.Field, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// The file's shape. Pointers tell "absent" from "empty".
+type fileConfig struct {
+	Socket        *string             `hcl:"socket,optional"`
+	SocketMode    *string             `hcl:"socket_mode,optional"`
+	SocketGroup   *string             `hcl:"socket_group,optional"`
+	Exceptionless *exceptionlessBlock `hcl:"exceptionless,block"`
+	Vault         *vaultBlock         `hcl:"vault,block"`
+	Rules         []ruleBlock         `hcl:"rule,block"`
+}
+
+type exceptionlessBlock struct {
+	URL          *string `hcl:"url,optional"`
+	Email        *string `hcl:"email,optional"`
+	PasswordFile *string `hcl:"password_file,optional"`
+}
+
+type vaultBlock struct {
+	Address   *string `hcl:"address,optional"`
+	TokenFile *string `hcl:"token_file,optional"`
+	Mount     *string `hcl:"mount,optional"`
+	Path      *string `hcl:"path,optional"`
+}
+
+type ruleBlock struct {
+	Name     string   `hcl:"name,label"`
+	Users    []string `hcl:"users,optional"`
+	Groups   []string `hcl:"groups,optional"`
+	Scopes   []string `hcl:"scopes,optional"`
+	Projects []string `hcl:"projects,optional"`
+}
+
+// LoadConfig reads, parses and validates the config file at filename.
+func LoadConfig(filename string) (Config, error) {
+	src, err := os.ReadFile(filename)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w (pass --config FILE or create %s)", err, DefaultConfigPath)
+	}
+	cfg, err := ParseConfig(filename, src)
+	if err != nil {
+		return Config{}, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// ParseConfig parses HCL source over DefaultConfig. It checks syntax and
+// types; Validate checks values. Relative file paths in the config are taken
+// relative to the config file's directory.
+func ParseConfig(filename string, src []byte) (Config, error) {
+	cfg := DefaultConfig()
+	cfg.file = filename
+	cfg.ranges = map[string]hcl.Range{}
+	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
+	if diags.HasErrors() {
+		return cfg, diagError(diags)
+	}
+	var fc fileConfig
+	if diags := gohcl.DecodeBody(f.Body, nil, &fc); diags.HasErrors() {
+		return cfg, diagError(diags)
+	}
+	body := f.Body.(*hclsyntax.Body)
+	cfg.noteRanges("", body)
+
+	base := filepath.Dir(filename)
+	rel := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&cfg.Socket, fc.Socket)
+	set(&cfg.SocketGroup, fc.SocketGroup)
+	if fc.SocketMode != nil {
+		mode, err := strconv.ParseUint(*fc.SocketMode, 8, 32)
+		if err != nil || mode > 0o777 {
+			return cfg, cfg.fieldError("socket_mode", fmt.Errorf("%q is not an octal file mode such as \"0660\"", *fc.SocketMode))
+		}
+		cfg.SocketMode = fs.FileMode(mode)
+	}
+	if e := fc.Exceptionless; e != nil {
+		set(&cfg.Exceptionless.URL, e.URL)
+		set(&cfg.Exceptionless.Email, e.Email)
+		set(&cfg.Exceptionless.PasswordFile, e.PasswordFile)
+	}
+	if v := fc.Vault; v != nil {
+		set(&cfg.Vault.Address, v.Address)
+		set(&cfg.Vault.TokenFile, v.TokenFile)
+		set(&cfg.Vault.Mount, v.Mount)
+		set(&cfg.Vault.Path, v.Path)
+	}
+	cfg.Exceptionless.PasswordFile = rel(cfg.Exceptionless.PasswordFile)
+	cfg.Vault.TokenFile = rel(cfg.Vault.TokenFile)
+	for _, r := range fc.Rules {
+		cfg.Rules = append(cfg.Rules, policy.Rule{
+			Name: r.Name, Users: r.Users, Groups: r.Groups, Scopes: r.Scopes, Projects: r.Projects,
+		})
+	}
+	return cfg, nil
+}
+
+// noteRanges records where each attribute and block was set, keyed by its
+// dotted path (rules by "rule.NAME"), for error messages.
+func (c *Config) noteRanges(prefix string, body *hclsyntax.Body) {
+	for name, a := range body.Attributes {
+		c.ranges[prefix+name] = a.SrcRange
+	}
+	for _, b := range body.Blocks {
+		key := prefix + b.Type
+		if len(b.Labels) > 0 {
+			key += "." + b.Labels[0]
+		}
+		c.ranges[key] = b.DefRange()
+		c.noteRanges(key+".", b.Body)
+	}
+}
+
+func (c *Config) fieldError(field string, err error) *ConfigError {
+	e := &ConfigError{File: c.file, Field: field, Err: err}
+	if r, ok := c.ranges[field]; ok {
+		e.Line = r.Start.Line
+	} else if i := strings.LastIndex(field, "."); i > 0 {
+		// Point at the enclosing block when the field itself is missing.
+		if r, ok := c.ranges[field[:i]]; ok {
+			e.Line = r.Start.Line
+		}
+	}
+	return e
+}
+
+func diagError(diags hcl.Diagnostics) error {
+	var msgs []string
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError {
+			continue
+		}
+		loc := ""
+		if d.Subject != nil {
+			loc = fmt.Sprintf("%s:%d: ", d.Subject.Filename, d.Subject.Start.Line)
+		}
+		msg := loc + d.Summary
+		if d.Detail != "" {
+			msg += ": " + d.Detail
+		}
+		msgs = append(msgs, msg)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// Validate checks values and says which field is wrong and how to fix it.
+func (c *Config) Validate() error {
+	if c.ranges == nil {
+		c.ranges = map[string]hcl.Range{}
+	}
+	if c.Socket == "" || !filepath.IsAbs(c.Socket) {
+		return c.fieldError("socket", errors.New("must be an absolute path"))
+	}
+	// sun_path holds 108 bytes including the terminating NUL.
+	if len(c.Socket) > 107 {
+		return c.fieldError("socket", fmt.Errorf("path is %d bytes; unix sockets allow at most 107", len(c.Socket)))
+	}
+	if c.SocketMode&0o600 != 0o600 {
+		return c.fieldError("socket_mode", errors.New("the owner needs read and write (at least 0600)"))
+	}
+	if c.SocketMode&0o007 != 0 {
+		return c.fieldError("socket_mode", errors.New("other users must not get access (use 0660 and socket_group)"))
+	}
+	if c.Exceptionless.URL == "" {
+		return c.fieldError("exceptionless.url", errors.New(`required, e.g. "https://api.exceptionless.com"`))
+	}
+	u, err := url.Parse(c.Exceptionless.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return c.fieldError("exceptionless.url", errors.New("must be an http or https URL with a host"))
+	}
+	if u.User != nil {
+		return c.fieldError("exceptionless.url", errors.New("must not carry credentials; use email and password_file"))
+	}
+	if strings.TrimSpace(c.Exceptionless.Email) == "" {
+		return c.fieldError("exceptionless.email", errors.New("required: the account to log in as"))
+	}
+	if c.Exceptionless.PasswordFile == "" {
+		return c.fieldError("exceptionless.password_file", errors.New("required: a file holding the password (a systemd credential is best)"))
+	}
+	if c.Vault.Address == "" && os.Getenv("VAULT_ADDR") == "" {
+		return c.fieldError("vault.address", errors.New("required (or set VAULT_ADDR)"))
+	}
+	if c.Vault.Address != "" {
+		u, err := url.Parse(c.Vault.Address)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return c.fieldError("vault.address", errors.New("must be an http or https URL with a host"))
+		}
+	}
+	if c.Vault.Mount == "" || strings.Contains(c.Vault.Mount, "/") {
+		return c.fieldError("vault.mount", errors.New(`must name a KV v2 mount such as "secret"`))
+	}
+	if p := c.Vault.Path; p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") ||
+		path.Clean(p) != p || strings.HasPrefix(p, "..") {
+		return c.fieldError("vault.path", errors.New(`must be a relative path under the mount, such as "exless/prod"`))
+	}
+	for _, r := range c.Rules {
+		if err := r.Validate(); err != nil {
+			var fe *policy.FieldError
+			if errors.As(err, &fe) {
+				return c.fieldError("rule."+r.Name+"."+fe.Field, fe.Err)
+			}
+			return c.fieldError("rule."+r.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,159 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// contractConfig is the config from the walking-skeleton issue, which must
+// keep working as written.
+const contractConfig = `
+socket       = "/run/exless/exlessd.sock"
+socket_mode  = "0660"     # optional; default 0660
+socket_group = "exless"   # optional; default: the daemon's group
+
+exceptionless {
+  url           = "https://api.exceptionless.com"
+  email         = "ops@example.com"
+  password_file = "/run/credentials/exlessd.service/exceptionless-password"
+}
+
+vault {
+  address    = "https://vault.example.com:8200"
+  token_file = "/run/credentials/exlessd.service/vault-token"   # or VAULT_TOKEN in the environment
+  mount      = "secret"
+  path       = "exless/prod"
+}
+
+rule "deployers" {
+  groups   = ["exless-client"]
+  scopes   = ["client"]
+  projects = ["*"]
+}
+
+rule "ops" {
+  users    = ["root"]
+  scopes   = ["user", "client"]
+  projects = ["*"]
+}
+`
+
+func TestParseContractConfig(t *testing.T) {
+	cfg, err := ParseConfig("exlessd.hcl", []byte(contractConfig))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if cfg.Socket != "/run/exless/exlessd.sock" || cfg.SocketMode != 0o660 || cfg.SocketGroup != "exless" {
+		t.Errorf("socket settings = %q %o %q", cfg.Socket, cfg.SocketMode, cfg.SocketGroup)
+	}
+	if cfg.Exceptionless.Email != "ops@example.com" || cfg.Vault.Path != "exless/prod" || cfg.Vault.Mount != "secret" {
+		t.Errorf("parsed %+v", cfg)
+	}
+	if len(cfg.Rules) != 2 || cfg.Rules[0].Name != "deployers" || cfg.Rules[1].Users[0] != "root" {
+		t.Errorf("rules = %+v", cfg.Rules)
+	}
+}
+
+func TestParseConfigDefaultsAndRelativePaths(t *testing.T) {
+	cfg, err := ParseConfig("/etc/exless/exlessd.hcl", []byte(`
+exceptionless {
+  url = "http://127.0.0.1:5000"
+  email = "a@b"
+  password_file = "pw"
+}
+vault {
+  address = "http://127.0.0.1:8200"
+  path = "exless"
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Socket != DefaultConfig().Socket || cfg.SocketMode != 0o660 || cfg.Vault.Mount != "secret" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+	if cfg.Exceptionless.PasswordFile != "/etc/exless/pw" {
+		t.Errorf("password_file = %q, want it relative to the config", cfg.Exceptionless.PasswordFile)
+	}
+}
+
+func TestConfigErrorsNameFileLineAndField(t *testing.T) {
+	t.Setenv("VAULT_ADDR", "")
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		want    []string // substrings of the error
+		parsing bool
+	}{
+		{"unknown attribute", func(s string) string { return strings.Replace(s, `mount      = "secret"`, `mount = "secret"`+"\n  mout = 1", 1) },
+			[]string{"exlessd.hcl:16", "mout"}, true},
+		{"syntax", func(s string) string { return s + "\nrule {" }, []string{"exlessd.hcl:"}, true},
+		{"bad mode", func(s string) string { return strings.Replace(s, `"0660"`, `"rw"`, 1) },
+			[]string{"exlessd.hcl:3", "socket_mode"}, true},
+		{"world mode", func(s string) string { return strings.Replace(s, `"0660"`, `"0666"`, 1) },
+			[]string{"exlessd.hcl:3", "socket_mode"}, false},
+		{"relative socket", func(s string) string { return strings.Replace(s, `"/run/exless/exlessd.sock"`, `"x.sock"`, 1) },
+			[]string{"exlessd.hcl:2", "socket:"}, false},
+		{"bad url", func(s string) string { return strings.Replace(s, `"https://api.exceptionless.com"`, `"ftp://x"`, 1) },
+			[]string{"exlessd.hcl:7", "exceptionless.url"}, false},
+		{"missing email", func(s string) string { return strings.Replace(s, `email         = "ops@example.com"`, ``, 1) },
+			[]string{"exlessd.hcl:6", "exceptionless.email"}, false},
+		{"missing vault address", func(s string) string { return strings.Replace(s, `address    = "https://vault.example.com:8200"`, ``, 1) },
+			[]string{"exlessd.hcl:12", "vault.address"}, false},
+		{"bad path", func(s string) string { return strings.Replace(s, `"exless/prod"`, `"/abs"`, 1) },
+			[]string{"exlessd.hcl:16", "vault.path"}, false},
+		{"bad scope", func(s string) string { return strings.Replace(s, `scopes   = ["client"]`, `scopes = ["admin"]`, 1) },
+			[]string{"exlessd.hcl:21", "rule.deployers.scopes", "admin"}, false},
+		{"rule without matcher", func(s string) string { return strings.Replace(s, `groups   = ["exless-client"]`, ``, 1) },
+			[]string{"exlessd.hcl:19", "rule.deployers.users"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig("exlessd.hcl", []byte(tc.edit(contractConfig)))
+			if tc.parsing {
+				if err == nil {
+					t.Fatal("ParseConfig accepted a bad file")
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("ParseConfig: %v", err)
+				}
+				err = cfg.Validate()
+				var ce *ConfigError
+				if !errors.As(err, &ce) {
+					t.Fatalf("Validate = %v, want a *ConfigError", err)
+				}
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFileSaysWhatToDo(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.hcl"))
+	if err == nil || !strings.Contains(err.Error(), "--config") {
+		t.Fatalf("LoadConfig(missing) = %v, want a hint about --config", err)
+	}
+}
+
+func TestLoadConfigFromFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "exlessd.hcl")
+	if err := os.WriteFile(p, []byte(contractConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(p); err != nil {
+		t.Fatal(err)
+	}
+}

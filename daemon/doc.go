@@ -1,0 +1,34 @@
+// Package daemon owns exlessd's core: the Unix-socket HTTP server, the check
+// of who is calling, the token broker (login, minting, caching) and the
+// Client that exlessctl uses to talk to it.
+//
+// # Threat model
+//
+// What is protected: the Exceptionless user token, which is the key to a
+// whole account, and the project client tokens minted with it. The daemon
+// holds them in memory and in Vault; nothing else on the host should.
+//
+// Who may ask: only local processes that can connect to the socket, and of
+// those only the ones a rule names. Access to the socket file (mode 0660,
+// a dedicated group) is the first fence; the policy is the second, and the
+// one that decides. A peer's identity is what the kernel reports for the
+// connecting process (SO_PEERCRED, SO_PEERGROUPS), read once when the
+// connection is accepted, before any byte of the request is read: a peer
+// cannot claim to be someone else, and a connection whose credentials cannot
+// be read is closed without being served. Nothing the peer sends (headers,
+// query) is trusted for identity.
+//
+// What a peer learns: the tokens its rules grant, and on refusal the identity
+// the daemon saw and that no rule grants the request. Vault and Exceptionless
+// errors stay in the journal; peers get a short reason and a code.
+//
+// Out of scope: root on the host (it can read the daemon's memory), and a
+// process that legitimately receives a token and then leaks it. Requests
+// carrying Origin or Referer are refused, so a browser or an SSRF-prone local
+// web service cannot be turned against the socket, and the Host must be
+// "localhost" or "exlessd".
+//
+// Secrets never appear in logs or error texts: tokens are
+// exceptionless.Token values, which redact themselves, and upstream URLs
+// that embed token ids are redacted by the API client.
+package daemon

@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/exless/exless/daemon/exceptionless"
+)
+
+// RecordSchema is the version of the Record layout this build writes. A
+// record with a newer schema is refused rather than misread.
+const RecordSchema = 1
+
+// Token scopes.
+const (
+	ScopeUser   = "user"
+	ScopeClient = "client"
+)
+
+// Record is one token as kept in durable storage: the user token under the
+// key "user", a project's client token under "client/<project id>".
+type Record struct {
+	Schema         int
+	Token          exceptionless.Token
+	Scope          string // ScopeUser or ScopeClient
+	ProjectID      string // client tokens only
+	OrganizationID string // client tokens only
+	ObtainedAt     time.Time
+	ObtainedBy     string    // host name of the daemon that obtained the token
+	ExpiresAt      time.Time // zero when unknown
+}
+
+// UserKey is the storage key of the user token.
+const UserKey = "user"
+
+// ClientKey returns the storage key of a project's client token.
+func ClientKey(projectID string) string { return "client/" + projectID }
+
+// TokenStore is the durable store the daemon needs. Versions are those of
+// Vault KV v2: every Save is a check-and-set against the version last read,
+// so that several daemons sharing one store never overwrite each other.
+type TokenStore interface {
+	// Load returns the record under key and its version. When there is no
+	// record it returns ErrNotFound, with the version a check-and-set must
+	// name (0 if the key never existed, the current version if the latest
+	// one was deleted).
+	Load(ctx context.Context, key string) (Record, int, error)
+	// Save writes rec under key if the stored version is still version
+	// (0: only if absent) and returns the new version. A lost race returns
+	// ErrConflict.
+	Save(ctx context.Context, key string, rec Record, version int) (int, error)
+}
+
+// Errors a TokenStore returns; callers test for them with errors.Is.
+var (
+	// ErrNotFound means no live record exists under the key.
+	ErrNotFound = errors.New("record not found")
+	// ErrConflict means a check-and-set lost: someone else wrote first.
+	ErrConflict = errors.New("record changed concurrently (check-and-set failed)")
+)

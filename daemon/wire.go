@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"github.com/exless/exless/daemon/exceptionless"
+	"github.com/exless/exless/daemon/policy"
+)
+
+// TokenResponse is the body of GET /v1/token.
+type TokenResponse struct {
+	Token     exceptionless.Token `json:"token"`
+	Scope     string              `json:"scope"`
+	ProjectID string              `json:"project_id,omitempty"`
+}
+
+// WhoAmI is the body of GET /v1/whoami: what the daemon sees of the caller
+// and what the policy lets it do.
+type WhoAmI struct {
+	PID       int32          `json:"pid"`
+	UID       uint32         `json:"uid"`
+	User      string         `json:"user,omitempty"`
+	GID       uint32         `json:"gid"`
+	Group     string         `json:"group,omitempty"`
+	Groups    []uint32       `json:"groups"`
+	Grants    []policy.Grant `json:"grants"`
+	CanStatus bool           `json:"can_status"`
+}
+
+// Status is the body of GET /v1/status. It carries no secrets.
+type Status struct {
+	State           string   `json:"state"` // "ok" or "degraded"
+	LoggedIn        bool     `json:"logged_in"`
+	VaultReachable  bool     `json:"vault_reachable"`
+	ClientTokens    int      `json:"client_tokens"`
+	Served          uint64   `json:"tokens_served"`
+	Denied          uint64   `json:"requests_denied"`
+	DegradedReasons []string `json:"degraded_reasons,omitempty"`
+}
+
+// ErrorResponse is the body of every error reply.
+type ErrorResponse struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// Error codes in ErrorResponse.Code.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeDenied      = "denied"
+	CodeNotFound    = "not_found"
+	CodeUnavailable = "unavailable"
+	CodeInternal    = "internal"
+	CodeMethod      = "method_not_allowed"
+)
