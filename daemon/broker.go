@@ -135,6 +135,8 @@ func (b *Broker) acquireUser(ctx context.Context, rejected *exceptionless.Token)
 		if rejected == nil || rec.Token != *rejected {
 			ok, verr := b.checkUser(ctx, rec.Token)
 			if ok {
+				b.log.Info("using the user token stored in vault", "version", version,
+					"obtained_by", rec.ObtainedBy, "obtained_at", rec.ObtainedAt)
 				return b.keepUser(rec, version), nil
 			}
 			if verr != nil {
@@ -146,6 +148,13 @@ func (b *Broker) acquireUser(ctx context.Context, rejected *exceptionless.Token)
 			b.log.Info("stored user token was rejected by Exceptionless; logging in")
 		}
 	case errors.Is(err, ErrNotFound):
+		// Vault answers a missing mount like a missing key; make sure the
+		// emptiness is real before spending a login attempt on it.
+		if perr := b.cfg.Store.Ping(ctx); perr != nil {
+			b.noteVault(perr)
+			b.setUserProblem("vault unusable")
+			return nil, fmt.Errorf("%w: vault unusable (see the exlessd journal)", ErrUnavailable)
+		}
 		b.noteVault(nil)
 		b.log.Info("no user token in vault; logging in")
 	default:

@@ -93,7 +93,9 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 		want    []string // substrings of the error
 		parsing bool
 	}{
-		{"unknown attribute", func(s string) string { return strings.Replace(s, `mount      = "secret"`, `mount = "secret"`+"\n  mout = 1", 1) },
+		{"unknown attribute", func(s string) string {
+			return strings.Replace(s, `mount      = "secret"`, `mount = "secret"`+"\n  mout = 1", 1)
+		},
 			[]string{"exlessd.hcl:16", "mout"}, true},
 		{"syntax", func(s string) string { return s + "\nrule {" }, []string{"exlessd.hcl:"}, true},
 		{"bad mode", func(s string) string { return strings.Replace(s, `"0660"`, `"rw"`, 1) },
@@ -106,7 +108,9 @@ func TestConfigErrorsNameFileLineAndField(t *testing.T) {
 			[]string{"exlessd.hcl:7", "exceptionless.url"}, false},
 		{"missing email", func(s string) string { return strings.Replace(s, `email         = "ops@example.com"`, ``, 1) },
 			[]string{"exlessd.hcl:6", "exceptionless.email"}, false},
-		{"missing vault address", func(s string) string { return strings.Replace(s, `address    = "https://vault.example.com:8200"`, ``, 1) },
+		{"missing vault address", func(s string) string {
+			return strings.Replace(s, `address    = "https://vault.example.com:8200"`, ``, 1)
+		},
 			[]string{"exlessd.hcl:12", "vault.address"}, false},
 		{"bad path", func(s string) string { return strings.Replace(s, `"exless/prod"`, `"/abs"`, 1) },
 			[]string{"exlessd.hcl:16", "vault.path"}, false},

@@ -50,6 +50,10 @@ type TokenStore interface {
 	// (0: only if absent) and returns the new version. A lost race returns
 	// ErrConflict.
 	Save(ctx context.Context, key string, rec Record, version int) (int, error)
+	// Ping checks that the store answers and is set up (credentials, the
+	// mount). A store that is missing or misconfigured can look empty, and
+	// an empty store makes the daemon log in: Ping guards that login.
+	Ping(ctx context.Context) error
 }
 
 // Errors a TokenStore returns; callers test for them with errors.Is.
