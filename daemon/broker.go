@@ -46,6 +46,7 @@ type BrokerConfig struct {
 type heldToken struct {
 	rec     Record
 	version int
+	held    time.Time // when the record was last read or obtained
 }
 
 // Broker obtains, stores and caches tokens. It logs in only when Vault has
@@ -92,13 +93,23 @@ func (b *Broker) Start(ctx context.Context) error {
 	return err
 }
 
+// Served is a token record as handed out, with how long the broker has held it.
+type Served struct {
+	Record
+	Age time.Duration
+}
+
 // UserToken returns the user token record.
-func (b *Broker) UserToken(ctx context.Context) (Record, error) {
+func (b *Broker) UserToken(ctx context.Context) (Served, error) {
 	h, err := b.userToken(ctx)
 	if err != nil {
-		return Record{}, err
+		return Served{}, err
 	}
-	return h.rec, nil
+	return b.served(h), nil
+}
+
+func (b *Broker) served(h *heldToken) Served {
+	return Served{Record: h.rec, Age: b.cfg.Now().Sub(h.held)}
 }
 
 func (b *Broker) userToken(ctx context.Context) (*heldToken, error) {
@@ -260,7 +271,7 @@ func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
 }
 
 func (b *Broker) keepUser(rec Record, version int) *heldToken {
-	h := &heldToken{rec: rec, version: version}
+	h := &heldToken{rec: rec, version: version, held: b.cfg.Now()}
 	b.mu.Lock()
 	b.user = h
 	b.userProblem = ""
@@ -280,18 +291,18 @@ func (b *Broker) dropUser(tok exceptionless.Token) {
 
 // ClientToken returns the client token for a project: from memory, else from
 // the store, else minted with the user token and stored for every host.
-func (b *Broker) ClientToken(ctx context.Context, projectID string) (Record, error) {
+func (b *Broker) ClientToken(ctx context.Context, projectID string) (Served, error) {
 	b.mu.Lock()
 	h := b.clients[projectID]
 	b.mu.Unlock()
 	if h != nil {
-		return h.rec, nil
+		return b.served(h), nil
 	}
 	v, err, _ := b.sf.Do("client/"+projectID, func() (any, error) { return b.acquireClient(ctx, projectID) })
 	if err != nil {
-		return Record{}, err
+		return Served{}, err
 	}
-	return v.(*heldToken).rec, nil
+	return b.served(v.(*heldToken)), nil
 }
 
 func (b *Broker) acquireClient(ctx context.Context, projectID string) (*heldToken, error) {
@@ -397,7 +408,7 @@ func (b *Broker) revoke(ctx context.Context, id exceptionless.Token, projectID s
 }
 
 func (b *Broker) keepClient(projectID string, rec Record, version int) *heldToken {
-	h := &heldToken{rec: rec, version: version}
+	h := &heldToken{rec: rec, version: version, held: b.cfg.Now()}
 	b.mu.Lock()
 	b.clients[projectID] = h
 	b.mu.Unlock()

@@ -363,7 +363,7 @@ func TestTwoDaemonsShareOneClientToken(t *testing.T) {
 	}
 	var (
 		wg     sync.WaitGroup
-		r1, r2 daemon.Record
+		r1, r2 daemon.Served
 		e1, e2 error
 	)
 	wg.Add(2)

@@ -203,7 +203,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		rec Record
+		rec Served
 		err error
 	)
 	if scope == ScopeUser {
@@ -228,7 +228,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.served.Add(1)
 	log.Info("granted", "rule", d.Rule)
-	writeJSON(w, http.StatusOK, TokenResponse{Token: rec.Token, Scope: scope, ProjectID: rec.ProjectID})
+	writeJSON(w, http.StatusOK, tokenResponse(rec))
 }
 
 func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request) {
@@ -356,4 +356,20 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {
 	writeJSON(w, code, ErrorResponse{Error: msg, Code: errCode})
+}
+
+func tokenResponse(s Served) TokenResponse {
+	r := TokenResponse{
+		Token: s.Token, Scope: s.Scope, ProjectID: s.ProjectID, OrganizationID: s.OrganizationID,
+		ObtainedBy: s.ObtainedBy, CacheAgeSeconds: s.Age.Seconds(),
+	}
+	if !s.ObtainedAt.IsZero() {
+		t := s.ObtainedAt
+		r.ObtainedAt = &t
+	}
+	if !s.ExpiresAt.IsZero() {
+		t := s.ExpiresAt
+		r.ExpiresAt = &t
+	}
+	return r
 }

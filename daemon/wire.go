@@ -1,15 +1,24 @@
 package daemon
 
 import (
+	"time"
+
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/policy"
 )
 
 // TokenResponse is the body of GET /v1/token.
 type TokenResponse struct {
-	Token     exceptionless.Token `json:"token"`
-	Scope     string              `json:"scope"`
-	ProjectID string              `json:"project_id,omitempty"`
+	Token          exceptionless.Token `json:"token"`
+	Scope          string              `json:"scope"`
+	ProjectID      string              `json:"project_id,omitempty"`
+	OrganizationID string              `json:"organization_id,omitempty"`
+	ObtainedAt     *time.Time          `json:"obtained_at,omitempty"`
+	ObtainedBy     string              `json:"obtained_by,omitempty"`
+	ExpiresAt      *time.Time          `json:"expires_at,omitempty"` // when known
+	// CacheAgeSeconds is how long ago the daemon last read or obtained the
+	// record it served (it serves from memory).
+	CacheAgeSeconds float64 `json:"cache_age_seconds"`
 }
 
 // WhoAmI is the body of GET /v1/whoami: what the daemon sees of the caller
