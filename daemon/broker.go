@@ -19,6 +19,7 @@ type Upstream interface {
 	Me(ctx context.Context, tok exceptionless.Token) (exceptionless.User, error)
 	CreateProjectToken(ctx context.Context, tok exceptionless.Token, projectID string, req exceptionless.NewToken) (exceptionless.ViewToken, error)
 	DeleteTokens(ctx context.Context, tok exceptionless.Token, ids ...exceptionless.Token) error
+	Projects(ctx context.Context, tok exceptionless.Token) ([]exceptionless.Project, error)
 }
 
 // Errors the broker returns to the server.
@@ -55,9 +56,10 @@ type heldToken struct {
 // refuses the sixth in a quarter hour even with the right password (locking
 // out the account's web sessions too).
 type Broker struct {
-	cfg BrokerConfig
-	log *slog.Logger
-	sf  singleflight.Group
+	cfg      BrokerConfig
+	log      *slog.Logger
+	sf       singleflight.Group
+	projects *projectDirectory
 
 	mu             sync.Mutex
 	user           *heldToken
@@ -77,12 +79,16 @@ func NewBroker(cfg BrokerConfig) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Broker{
+	b := &Broker{
 		cfg:         cfg,
 		log:         cfg.Logger.With("system", "broker"),
 		clients:     map[string]*heldToken{},
 		userProblem: "not logged in yet",
 	}
+	b.projects = &projectDirectory{
+		list: b.listProjects, now: cfg.Now, fresh: nameFreshness, minRetry: minNameRefresh,
+	}
+	return b
 }
 
 // Start loads the user token from the store, checks it with Exceptionless,

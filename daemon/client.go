@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"syscall"
 	"time"
+
+	"github.com/exless/exless/daemon/policy"
 )
 
 // DefaultSocket is where exlessd listens unless configured otherwise.
@@ -97,8 +99,29 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return out, err
 }
 
+// Reload asks the daemon to re-read its configuration. A rejected
+// configuration comes back as an *APIError with status 400 naming the
+// problem; the old configuration then stays in force.
+func (c *Client) Reload(ctx context.Context) error {
+	var out map[string]string
+	return c.do(ctx, http.MethodPost, "/v1/reload", &out)
+}
+
+// Explain asks the daemon how its policy judges an identity and request
+// given as query values (see ParseExplainIdentity; plus action, scope,
+// project).
+func (c *Client) Explain(ctx context.Context, q url.Values) (policy.Explanation, error) {
+	var out policy.Explanation
+	err := c.get(ctx, "/v1/policy/explain?"+q.Encode(), &out)
+	return out, err
+}
+
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://exlessd"+path, nil)
+	return c.do(ctx, http.MethodGet, path, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://exlessd"+path, nil)
 	if err != nil {
 		return err
 	}

@@ -104,11 +104,18 @@ type vaultBlock struct {
 }
 
 type ruleBlock struct {
-	Name     string   `hcl:"name,label"`
-	Users    []string `hcl:"users,optional"`
-	Groups   []string `hcl:"groups,optional"`
-	Scopes   []string `hcl:"scopes,optional"`
-	Projects []string `hcl:"projects,optional"`
+	Name      string   `hcl:"name,label"`
+	Users     []string `hcl:"users,optional"`
+	Groups    []string `hcl:"groups,optional"`
+	Units     []string `hcl:"units,optional"`
+	ExePaths  []string `hcl:"exe_paths,optional"`
+	ExeSHA256 []string `hcl:"exe_sha256,optional"`
+	NotUsers  []string `hcl:"not_users,optional"`
+	NotGroups []string `hcl:"not_groups,optional"`
+	NotUnits  []string `hcl:"not_units,optional"`
+	Scopes    []string `hcl:"scopes,optional"`
+	Projects  []string `hcl:"projects,optional"`
+	Actions   []string `hcl:"actions,optional"`
 }
 
 // LoadConfig reads, parses and validates the config file at filename.
@@ -178,7 +185,10 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 	cfg.Vault.TokenFile = rel(cfg.Vault.TokenFile)
 	for _, r := range fc.Rules {
 		cfg.Rules = append(cfg.Rules, policy.Rule{
-			Name: r.Name, Users: r.Users, Groups: r.Groups, Scopes: r.Scopes, Projects: r.Projects,
+			Name: r.Name, Users: r.Users, Groups: r.Groups, Units: r.Units,
+			ExePaths: r.ExePaths, ExeSHA256: r.ExeSHA256,
+			NotUsers: r.NotUsers, NotGroups: r.NotGroups, NotUnits: r.NotUnits,
+			Scopes: r.Scopes, Projects: r.Projects, Actions: r.Actions,
 		})
 	}
 	return cfg, nil

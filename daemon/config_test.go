@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"github.com/exless/exless/daemon/policy"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,3 +162,61 @@ func TestLoadConfigFromFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestParseFullRule(t *testing.T) {
+	src := contractConfig + `
+rule "deploy-unit" {
+  units      = ["deploy*.service", "user@1000.service/app.slice/deploy.service"]
+  not_units  = ["deploy-test.service"]
+  exe_paths  = ["/usr/local/bin/deploy"]
+  exe_sha256 = ["` + strings.Repeat("ab", 32) + `"]
+  not_users  = ["nobody"]
+  not_groups = ["nogroup"]
+  scopes     = ["client"]
+  projects   = ["Acme/web"]
+  actions    = ["token", "rotate", "status"]
+}`
+	cfg, err := ParseConfig("exlessd.hcl", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Rules[2]
+	if len(r.Units) != 2 || r.NotUnits[0] != "deploy-test.service" || r.ExePaths[0] != "/usr/local/bin/deploy" ||
+		len(r.ExeSHA256) != 1 || r.NotUsers[0] != "nobody" || r.NotGroups[0] != "nogroup" ||
+		r.Projects[0] != "Acme/web" || len(r.Actions) != 3 {
+		t.Errorf("rule = %+v", r)
+	}
+}
+
+// FuzzParseConfig feeds arbitrary text to the config and policy parsers: they
+// must return an error or a config, never panic, and a config that validates
+// must compile.
+func FuzzParseConfig(f *testing.F) {
+	f.Add(contractConfig)
+	f.Add(`rule "x" { users = ["0"] scopes = ["user"] }`)
+	f.Add(`rule "x" { units = ["user@1000.service/*"] not_groups = ["0"] actions = ["status"] }`)
+	f.Add(`socket_mode = "0777"` + "\n" + `vault { path = "../x" }`)
+	f.Fuzz(func(t *testing.T, src string) {
+		cfg, err := ParseConfig("fuzz.hcl", []byte(src))
+		if err != nil {
+			return
+		}
+		if cfg.Validate() != nil {
+			return
+		}
+		if _, _, err := policy.Compile(cfg.Rules, fixedResolver{}); err != nil {
+			// Only negations that do not resolve may fail here.
+			if !strings.Contains(err.Error(), "not_") {
+				t.Fatalf("a validated config does not compile: %v", err)
+			}
+		}
+	})
+}
+
+type fixedResolver struct{}
+
+func (fixedResolver) LookupUser(string) (uint32, error)  { return 0, errors.New("unknown") }
+func (fixedResolver) LookupGroup(string) (uint32, error) { return 0, errors.New("unknown") }

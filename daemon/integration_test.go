@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,8 +59,11 @@ type env struct {
 	socket string
 	client *daemon.Client
 	broker *daemon.Broker
+	srv    *daemon.Server
 	pwFile string
 	stop   func()
+	// nextRules is what POST /v1/reload applies.
+	nextRules []policy.Rule
 }
 
 func randomPath(t *testing.T) string {
@@ -129,10 +133,20 @@ func (e *env) start(rules []policy.Rule) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	srv := daemon.NewServer(daemon.ServerConfig{
+	var srv *daemon.Server
+	srv = daemon.NewServer(daemon.ServerConfig{
 		Broker: e.broker, Policy: pol,
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Reload: func(context.Context) error {
+			p, _, err := policy.Compile(e.nextRules, nil)
+			if err != nil {
+				return err
+			}
+			srv.SetPolicy(p)
+			return nil
+		},
 	})
+	e.srv = srv
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
@@ -178,6 +192,7 @@ func rootRule() []policy.Rule {
 	return []policy.Rule{{
 		Name: "me", Users: []string{fmt.Sprint(os.Getuid())},
 		Scopes: []string{"user", "client"}, Projects: []string{"*"},
+		Actions: []string{"token", "status", "reload"},
 	}}
 }
 
@@ -441,7 +456,7 @@ func TestDeniedRequestsSayWhoWasSeen(t *testing.T) {
 	if w.UID != uint32(os.Getuid()) || int(w.PID) != os.Getpid() || len(w.Grants) != 0 || w.CanStatus {
 		t.Errorf("whoami = %+v", w)
 	}
-	if !strings.Contains(e.logs.String(), "denied") {
+	if !strings.Contains(e.logs.String(), "decision=deny") {
 		t.Error("the denial was not logged")
 	}
 }
@@ -459,7 +474,8 @@ func TestBadRequests(t *testing.T) {
 		{"unknown path", "GET /v2/x HTTP/1.1\r\nHost: localhost\r\n\r\n", "404"},
 		{"bad scope", "GET /v1/token?scope=admin HTTP/1.1\r\nHost: localhost\r\n\r\n", "400"},
 		{"client without project", "GET /v1/token?scope=client HTTP/1.1\r\nHost: localhost\r\n\r\n", "400"},
-		{"bad project", "GET /v1/token?scope=client&project=../x HTTP/1.1\r\nHost: localhost\r\n\r\n", "400"},
+		{"bad project", "GET /v1/token?scope=client&project=x HTTP/1.1\r\nHost: localhost\r\n\r\n", "400"},
+		{"unknown project name", "GET /v1/token?scope=client&project=../x HTTP/1.1\r\nHost: localhost\r\n\r\n", "404"},
 		{"user with project", "GET /v1/token?scope=user&project=537650f3b77efe23a47914f4 HTTP/1.1\r\nHost: localhost\r\n\r\n", "400"},
 		{"status ok", "GET /v1/status HTTP/1.1\r\nHost: exlessd\r\n\r\n", "200"},
 	}
@@ -551,4 +567,122 @@ func TestMissingMountDoesNotLogIn(t *testing.T) {
 	if st := b.Status(); st.VaultReachable || len(st.DegradedReasons) == 0 {
 		t.Errorf("status = %+v, want vault trouble reported", st)
 	}
+}
+
+func TestProjectsByOrganizationAndName(t *testing.T) {
+	me := fmt.Sprint(os.Getuid())
+	e := newEnv(t, []policy.Rule{
+		{Name: "admin", Users: []string{me}, Scopes: []string{"user"}},
+		{Name: "web-only", Users: []string{me}, Scopes: []string{"client"}, Projects: []string{"Acme/web"}},
+	})
+	ctx := context.Background()
+	web, api := e.ex.Account.Projects[0], e.ex.Account.Projects[1]
+	if web.Name != "web" || api.Name != "api" {
+		t.Fatalf("seeded projects = %+v", e.ex.Account.Projects)
+	}
+	byName, err := e.client.Token(ctx, daemon.ScopeClient, "Acme/web")
+	if err != nil {
+		t.Fatalf("token for Acme/web: %v", err)
+	}
+	if byName.ProjectID != web.ID {
+		t.Errorf("Acme/web resolved to %s, want %s", byName.ProjectID, web.ID)
+	}
+	byID, err := e.client.Token(ctx, daemon.ScopeClient, web.ID)
+	if err != nil || byID.Token != byName.Token {
+		t.Fatalf("token by id: %v (same token: %v)", err, byID.Token == byName.Token)
+	}
+	var denied *daemon.AccessDeniedError
+	if _, err := e.client.Token(ctx, daemon.ScopeClient, api.ID); !errors.As(err, &denied) || !strings.Contains(err.Error(), "Acme/api") {
+		t.Errorf("token for api = %v, want a denial naming Acme/api", err)
+	}
+	var apiErr *daemon.APIError
+	if _, err := e.client.Token(ctx, daemon.ScopeClient, "Acme/nope"); !errors.As(err, &apiErr) || apiErr.Status != 404 {
+		t.Errorf("token for Acme/nope = %v, want 404", err)
+	}
+}
+
+func TestReloadAppliesNewPolicyAndKeepsOldOnError(t *testing.T) {
+	me := fmt.Sprint(os.Getuid())
+	admin := policy.Rule{Name: "admin", Users: []string{me}, Actions: []string{"reload", "status"}}
+	e := newEnv(t, []policy.Rule{admin})
+	ctx := context.Background()
+	var denied *daemon.AccessDeniedError
+	if _, err := e.client.Token(ctx, daemon.ScopeUser, ""); !errors.As(err, &denied) {
+		t.Fatalf("before reload: %v, want denied", err)
+	}
+	// A bad policy: rejected with the reason, the old one stays.
+	e.nextRules = []policy.Rule{admin, {Name: "bad", Users: []string{me}, Scopes: []string{"admin"}}}
+	err := e.client.Reload(ctx)
+	var apiErr *daemon.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 400 || !strings.Contains(err.Error(), "bad") || !strings.Contains(err.Error(), "old one stays") {
+		t.Fatalf("reload of a bad policy = %v, want 400 naming the rule", err)
+	}
+	if _, err := e.client.Status(ctx); err != nil {
+		t.Fatalf("after a rejected reload the old policy must stay: %v", err)
+	}
+	// A good policy takes effect for the next request.
+	e.nextRules = []policy.Rule{admin, {Name: "user", Users: []string{me}, Scopes: []string{"user"}}}
+	if err := e.client.Reload(ctx); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := e.client.Token(ctx, daemon.ScopeUser, ""); err != nil {
+		t.Fatalf("after reload: %v", err)
+	}
+	// A peer without the reload action cannot reload.
+	e.nextRules = []policy.Rule{{Name: "user", Users: []string{me}, Scopes: []string{"user"}}}
+	if err := e.client.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Reload(ctx); !errors.As(err, &denied) {
+		t.Fatalf("reload without the action = %v, want denied", err)
+	}
+}
+
+func TestExplainAndWhoAmI(t *testing.T) {
+	me := fmt.Sprint(os.Getuid())
+	e := newEnv(t, []policy.Rule{
+		{Name: "ops", Users: []string{me}, Actions: []string{"status"}},
+		{Name: "deploy", Units: []string{"deploy.service"}, Scopes: []string{"client"}, Projects: []string{"Acme/web"}},
+	})
+	ctx := context.Background()
+	web := e.ex.Account.Projects[0].ID
+	ex, err := e.client.Explain(ctx, url.Values{"uid": {"4242"}, "unit": {"deploy.service"}, "scope": {"client"}, "project": {web}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ex.Allow || ex.Rule != "deploy" {
+		t.Errorf("explain deploy.service = %+v, want allowed by deploy", ex)
+	}
+	ex, err = e.client.Explain(ctx, url.Values{"uid": {"4242"}, "unit": {"user@4242.service/deploy.service"}, "scope": {"client"}, "project": {web}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Allow || len(ex.Rules) != 2 || !strings.Contains(ex.Rules[1].Why, "units:") {
+		t.Errorf("explain user unit = %+v, want denied with a units reason", ex)
+	}
+	w, err := e.client.WhoAmI(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.CanStatus || len(w.Grants) != 1 || w.Grants[0].Rule != "ops" || w.Pin == "" || w.ExeUnknown == "" {
+		t.Errorf("whoami = %+v", w)
+	}
+}
+
+func TestAuditRecordsFingerprintNotToken(t *testing.T) {
+	e := newEnv(t, rootRule())
+	tok, err := e.client.Token(context.Background(), daemon.ScopeUser, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "token_fp="+daemon.Fingerprint(tok.Token)) {
+		t.Error("the audit record lacks the token fingerprint")
+	}
+	for _, want := range []string{"decision=allow", "rule=me", "scope=user", fmt.Sprintf("uid=%d", os.Getuid()), "pin="} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the audit record lacks %s", want)
+		}
+	}
+	e.assertNoSecretsLogged()
 }

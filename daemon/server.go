@@ -2,12 +2,15 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os/user"
 	"strconv"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/peer"
 	"github.com/exless/exless/daemon/policy"
 )
@@ -24,6 +28,9 @@ type ServerConfig struct {
 	Broker *Broker
 	Policy *policy.Policy
 	Logger *slog.Logger
+	// Reload re-reads the configuration and applies it (a new policy goes
+	// through SetPolicy). It backs POST /v1/reload; nil disables that.
+	Reload func(ctx context.Context) error
 }
 
 // Server answers the socket API. Every connection it serves carries the
@@ -34,6 +41,7 @@ type Server struct {
 	log    *slog.Logger
 	names  nameCache
 	mux    *http.ServeMux
+	reload func(ctx context.Context) error
 
 	served atomic.Uint64
 	denied atomic.Uint64
@@ -44,14 +52,16 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{broker: cfg.Broker, log: cfg.Logger.With("system", "server")}
+	s := &Server{broker: cfg.Broker, log: cfg.Logger.With("system", "server"), reload: cfg.Reload}
 	s.policy.Store(cfg.Policy)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v1/token", s.handleToken)
 	s.mux.HandleFunc("/v1/whoami", s.handleWhoAmI)
 	s.mux.HandleFunc("/v1/status", s.handleStatus)
+	s.mux.HandleFunc("/v1/reload", s.handleReload)
+	s.mux.HandleFunc("/v1/policy/explain", s.handleExplain)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint; see GET /v1/token, /v1/whoami, /v1/status")
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint; see GET /v1/token, /v1/whoami, /v1/status, /v1/policy/explain and POST /v1/reload")
 	})
 	return s
 }
@@ -70,14 +80,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
-				return context.WithValue(ctx, credKey{}, pc.cred)
+				return context.WithValue(ctx, credKey{}, pc.caller)
 			}
 			return ctx
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(&peerListener{Listener: ln, log: s.log}) }()
+	go func() { errc <- hs.Serve(&peerListener{Listener: ln, log: s.log, attest: s.attest}) }()
 	select {
 	case err := <-errc:
 		return err
@@ -97,15 +107,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // handlers never see an unidentified peer.
 type peerListener struct {
 	net.Listener
-	log *slog.Logger
+	log    *slog.Logger
+	attest func(net.Conn) (*caller, error)
 }
 
 type peerConn struct {
 	net.Conn
-	cred peer.Cred
+	caller *caller
 }
 
 type credKey struct{}
+
+// attest reads who is on the other end of c.
+func (s *Server) attest(c net.Conn) (*caller, error) {
+	cred, err := peer.FromConn(c)
+	if err != nil {
+		return nil, err
+	}
+	id := policy.Identity{UID: cred.UID, GID: cred.GID, Groups: cred.Groups}
+	if s.policy.Load().WantsExe() {
+		id.ExeErr = "executable attestation is not available in this build"
+	}
+	return &caller{cred: cred, id: id, pin: "none"}, nil
+}
 
 func (l *peerListener) Accept() (net.Conn, error) {
 	for {
@@ -113,19 +137,19 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		cred, err := peer.FromConn(c)
+		cl, err := l.attest(c)
 		if err != nil {
 			l.log.Warn("closing connection: cannot identify peer", "err", err)
 			c.Close()
 			continue
 		}
-		return &peerConn{Conn: c, cred: cred}, nil
+		return &peerConn{Conn: c, caller: cl}, nil
 	}
 }
 
 // ServeHTTP checks what applies to every request, then routes it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, ok := r.Context().Value(credKey{}).(peer.Cred); !ok {
+	if _, ok := r.Context().Value(credKey{}).(*caller); !ok {
 		// Only reachable if the server is run on a listener other than
 		// Serve's; fail closed.
 		writeError(w, http.StatusInternalServerError, CodeInternal, "peer not identified")
@@ -151,119 +175,318 @@ func validHost(h string) bool {
 	return h == "localhost" || h == "exlessd"
 }
 
-func (s *Server) peerOf(r *http.Request) (peer.Cred, policy.Identity) {
-	c := r.Context().Value(credKey{}).(peer.Cred)
-	return c, policy.Identity{UID: c.UID, GID: c.GID, Groups: c.Groups}
+// caller is a connection's peer as attested at accept.
+type caller struct {
+	cred peer.Cred
+	id   policy.Identity
+	pin  string // how the process was pinned
 }
 
-func allowGET(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		return true
+func (s *Server) callerOf(r *http.Request) *caller {
+	return r.Context().Value(credKey{}).(*caller)
+}
+
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
 	}
-	w.Header().Set("Allow", "GET, HEAD")
-	writeError(w, http.StatusMethodNotAllowed, CodeMethod, "use GET")
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, CodeMethod, "use "+strings.Join(methods, " or "))
 	return false
 }
 
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	if !allowGET(w, r) {
-		return
+// audit logs one decision as one record, with everything known of the
+// caller and, for a grant, a fingerprint of the token (never the token).
+func (s *Server) audit(c *caller, req policy.Request, d policy.Decision, tok exceptionless.Token, outcome string) {
+	attrs := []any{
+		"decision", map[bool]string{true: "allow", false: "deny"}[d.Allow],
+		"action", req.Action, "uid", c.cred.UID, "gid", c.cred.GID, "pid", c.cred.PID, "pin", c.pin,
 	}
-	cred, id := s.peerOf(r)
+	if d.Rule != "" {
+		attrs = append(attrs, "rule", d.Rule)
+	}
+	if req.Scope != "" {
+		attrs = append(attrs, "scope", req.Scope)
+	}
+	if req.Project != "" {
+		attrs = append(attrs, "project", req.Project)
+	}
+	if c.id.Unit != "" {
+		attrs = append(attrs, "unit", c.id.Unit)
+	}
+	if c.id.ExeSHA256 != "" {
+		attrs = append(attrs, "exe_sha256", c.id.ExeSHA256)
+	}
+	if !tok.IsZero() {
+		attrs = append(attrs, "token_fp", Fingerprint(tok))
+	}
+	if outcome != "" {
+		attrs = append(attrs, "outcome", outcome)
+	}
+	if d.Allow {
+		s.log.Info("audit", attrs...)
+	} else {
+		s.log.Warn("audit", attrs...)
+	}
+}
+
+// Fingerprint is a short, one-way tag for a token, so logs can tell tokens
+// apart and be matched to a record without holding the secret.
+func Fingerprint(t exceptionless.Token) string {
+	sum := sha256.Sum256([]byte(t.Reveal()))
+	return hex.EncodeToString(sum[:6])
+}
+
+// decide applies the policy and, on refusal, answers 403 and audits it.
+func (s *Server) decide(w http.ResponseWriter, c *caller, req policy.Request) (policy.Decision, bool) {
+	d := s.policy.Load().Decide(c.id, req)
+	if d.Allow {
+		return d, true
+	}
+	s.denied.Add(1)
+	s.audit(c, req, d, "", "")
+	what := "action " + req.Action
+	if req.Action == policy.ActionToken {
+		what = "scope " + req.Scope
+	} else if req.Scope != "" {
+		what += " on scope " + req.Scope
+	}
+	if req.Project != "" {
+		what += " for project " + req.Project
+		if req.ProjectName != "" {
+			what += " (" + req.ProjectName + ")"
+		}
+	}
+	writeError(w, http.StatusForbidden, CodeDenied, fmt.Sprintf("%s: no rule grants %s", s.describe(c), what))
+	return d, false
+}
+
+// projectRequest reads scope and project from a request, resolving an
+// "organization/name" project to its id, and fills in the project's name
+// when the policy has rules that name projects.
+func (s *Server) projectRequest(w http.ResponseWriter, r *http.Request, action string) (policy.Request, bool) {
 	q := r.URL.Query()
-	scope, project := q.Get("scope"), q.Get("project")
-	switch scope {
+	req := policy.Request{Action: action, Scope: q.Get("scope"), Project: q.Get("project")}
+	switch req.Scope {
 	case ScopeUser:
-		if project != "" {
+		if req.Project != "" {
 			writeError(w, http.StatusBadRequest, CodeBadRequest, "scope=user takes no project")
-			return
+			return req, false
 		}
+		return req, true
 	case ScopeClient:
-		if !policy.ValidProjectID(project) {
-			writeError(w, http.StatusBadRequest, CodeBadRequest, "scope=client needs project=<project id> (24 to 36 letters and digits)")
-			return
-		}
 	default:
 		writeError(w, http.StatusBadRequest, CodeBadRequest, `scope must be "user" or "client"`)
+		return req, false
+	}
+	switch {
+	case policy.ValidProjectID(req.Project):
+		if s.policy.Load().WantsProjectNames() {
+			req.ProjectName = s.broker.ProjectName(r.Context(), req.Project)
+		}
+	case policy.IsProjectName(req.Project):
+		id, err := s.broker.ProjectID(r.Context(), req.Project)
+		switch {
+		case err == nil:
+			req.ProjectName, req.Project = req.Project, id
+		case errors.Is(err, ErrUnknownProjectName):
+			writeError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("exceptionless has no project named %q for this account (use organization/project-name or the project id)", req.Project))
+			return req, false
+		default:
+			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+			return req, false
+		}
+	default:
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "scope=client needs project=<project id> or project=<organization>/<project name>")
+		return req, false
+	}
+	return req, true
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	log := s.log.With("uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "scope", scope)
-	if project != "" {
-		log = log.With("project", project)
+	c := s.callerOf(r)
+	req, ok := s.projectRequest(w, r, policy.ActionToken)
+	if !ok {
+		return
 	}
-	d := s.policy.Load().Decide(id, policy.Request{Scope: scope, Project: project})
-	if !d.Allow {
-		s.denied.Add(1)
-		log.Warn("denied")
-		what := "scope " + scope
-		if project != "" {
-			what += " for project " + project
-		}
-		writeError(w, http.StatusForbidden, CodeDenied, fmt.Sprintf("%s: no rule grants %s", s.describe(cred), what))
+	d, ok := s.decide(w, c, req)
+	if !ok {
 		return
 	}
 	var (
 		rec Served
 		err error
 	)
-	if scope == ScopeUser {
+	if req.Scope == ScopeUser {
 		rec, err = s.broker.UserToken(r.Context())
 	} else {
-		rec, err = s.broker.ClientToken(r.Context(), project)
+		rec, err = s.broker.ClientToken(r.Context(), req.Project)
 	}
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrProjectNotFound):
-		log.Warn("granted, but no such project", "rule", d.Rule)
-		writeError(w, http.StatusNotFound, CodeNotFound, "exceptionless has no project "+project+" for this account")
+		s.audit(c, req, d, "", "no such project")
+		writeError(w, http.StatusNotFound, CodeNotFound, "exceptionless has no project "+req.Project+" for this account")
 		return
 	case errors.Is(err, ErrUnavailable):
-		log.Warn("granted, but unavailable", "rule", d.Rule, "err", err)
+		s.audit(c, req, d, "", "unavailable")
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 		return
 	default:
-		log.Error("granted, but failed", "rule", d.Rule, "err", err)
+		s.audit(c, req, d, "", "failed")
+		s.log.Error("token request failed", "err", err)
 		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error; see the exlessd journal")
 		return
 	}
 	s.served.Add(1)
-	log.Info("granted", "rule", d.Rule)
+	s.audit(c, req, d, rec.Token, "served")
 	writeJSON(w, http.StatusOK, tokenResponse(rec))
 }
 
 func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request) {
-	if !allowGET(w, r) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	cred, id := s.peerOf(r)
+	c := s.callerOf(r)
 	p := s.policy.Load()
-	groups := cred.Groups
+	groups := c.cred.Groups
 	if groups == nil {
 		groups = []uint32{}
 	}
-	grants := p.Grants(id)
+	grants := p.Grants(c.id)
 	if grants == nil {
 		grants = []policy.Grant{}
 	}
+	groupNames := make([]string, len(groups))
+	for i, g := range groups {
+		groupNames[i] = s.names.group(g)
+	}
+	exe := c.id.ExeErr
+	if exe == "" && c.id.ExePath == "" {
+		exe = "not read: no rule uses exe_paths or exe_sha256"
+	}
 	writeJSON(w, http.StatusOK, WhoAmI{
-		PID: cred.PID, UID: cred.UID, GID: cred.GID, Groups: groups,
-		User: s.names.user(cred.UID), Group: s.names.group(cred.GID),
-		Grants: grants, CanStatus: p.Matches(id),
+		PID: c.cred.PID, UID: c.cred.UID, GID: c.cred.GID, Groups: groups, GroupNames: groupNames,
+		User: s.names.user(c.cred.UID), Group: s.names.group(c.cred.GID),
+		Unit: c.id.Unit, UserUnit: c.id.UserUnit,
+		ExePath: c.id.ExePath, ExeSHA256: c.id.ExeSHA256, ExeUnknown: exe,
+		Pin:    c.pin,
+		Grants: grants, CanStatus: p.Decide(c.id, policy.Request{Action: policy.ActionStatus}).Allow,
 	})
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	if !allowGET(w, r) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
 		return
 	}
-	cred, id := s.peerOf(r)
-	if !s.policy.Load().Matches(id) {
-		s.denied.Add(1)
-		s.log.Warn("denied", "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "action", "status")
-		writeError(w, http.StatusForbidden, CodeDenied, s.describe(cred)+": no rule grants status")
+	c := s.callerOf(r)
+	if _, ok := s.decide(w, c, policy.Request{Action: policy.ActionStatus}); !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, s.Status())
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	c := s.callerOf(r)
+	req := policy.Request{Action: policy.ActionReload}
+	d, ok := s.decide(w, c, req)
+	if !ok {
+		return
+	}
+	if s.reload == nil {
+		s.audit(c, req, d, "", "not available")
+		writeError(w, http.StatusNotImplemented, CodeInternal, "this exlessd cannot reload; restart it instead")
+		return
+	}
+	if err := s.reload(r.Context()); err != nil {
+		s.audit(c, req, d, "", "rejected")
+		// The error names the config file, line and field; it holds no
+		// secrets, and the operator needs it to fix the file.
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "new configuration rejected, the old one stays in force: "+err.Error())
+		return
+	}
+	s.audit(c, req, d, "", "reloaded")
+	writeJSON(w, http.StatusOK, map[string]string{"result": "reloaded"})
+}
+
+// handleExplain evaluates the policy for an identity given in the query,
+// for operators asking "would this unit get that token?".
+func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet) {
+		return
+	}
+	c := s.callerOf(r)
+	if _, ok := s.decide(w, c, policy.Request{Action: policy.ActionStatus}); !ok {
+		return
+	}
+	q := r.URL.Query()
+	id, err := ParseExplainIdentity(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
+		return
+	}
+	action := q.Get("action")
+	if action == "" {
+		action = policy.ActionToken
+	}
+	req := policy.Request{Action: action}
+	if action == policy.ActionToken || action == policy.ActionRotate {
+		var ok bool
+		if req, ok = s.projectRequest(w, r, action); !ok {
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, s.policy.Load().Explain(id, req))
+}
+
+// ParseExplainIdentity reads the identity to explain from query values:
+// uid, gid, groups (comma-separated gids), unit, user_unit, exe_path,
+// exe_sha256. It is shared by the daemon and exlessctl's offline mode.
+func ParseExplainIdentity(q url.Values) (policy.Identity, error) {
+	var id policy.Identity
+	num := func(name string) (uint32, error) {
+		v := q.Get(name)
+		if v == "" {
+			return 0, nil
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%s must be a number, not %q", name, v)
+		}
+		return uint32(n), nil
+	}
+	var err error
+	if id.UID, err = num("uid"); err != nil {
+		return id, err
+	}
+	if id.GID, err = num("gid"); err != nil {
+		return id, err
+	}
+	if g := q.Get("groups"); g != "" {
+		for _, f := range strings.Split(g, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+			if err != nil {
+				return id, fmt.Errorf("groups must be comma-separated gids, not %q", g)
+			}
+			id.Groups = append(id.Groups, uint32(n))
+		}
+	}
+	id.Unit = q.Get("unit")
+	id.UserUnit = strings.HasPrefix(id.Unit, "user@")
+	id.ExePath = q.Get("exe_path")
+	id.ExeSHA256 = strings.ToLower(q.Get("exe_sha256"))
+	if id.ExePath == "" && id.ExeSHA256 == "" {
+		id.ExeErr = "no executable given"
+	}
+	return id, nil
 }
 
 // Status reports the daemon's state.
@@ -282,7 +505,8 @@ func (s *Server) Status() Status {
 
 // describe renders a peer's identity for refusals: the peer should learn
 // exactly what the daemon saw, so it can ask for the right rule.
-func (s *Server) describe(c peer.Cred) string {
+func (s *Server) describe(cl *caller) string {
+	c := cl.cred
 	var b strings.Builder
 	fmt.Fprintf(&b, "uid %d", c.UID)
 	if n := s.names.user(c.UID); n != "" {
@@ -300,6 +524,9 @@ func (s *Server) describe(c peer.Cred) string {
 		fmt.Fprintf(&b, " groups [%s]", strings.Join(ids, " "))
 	}
 	fmt.Fprintf(&b, " pid %d", c.PID)
+	if cl.id.Unit != "" {
+		fmt.Fprintf(&b, " unit %s", cl.id.Unit)
+	}
 	return b.String()
 }
 

@@ -24,12 +24,21 @@ type TokenResponse struct {
 // WhoAmI is the body of GET /v1/whoami: what the daemon sees of the caller
 // and what the policy lets it do.
 type WhoAmI struct {
-	PID       int32          `json:"pid"`
-	UID       uint32         `json:"uid"`
-	User      string         `json:"user,omitempty"`
-	GID       uint32         `json:"gid"`
-	Group     string         `json:"group,omitempty"`
-	Groups    []uint32       `json:"groups"`
+	PID        int32    `json:"pid"`
+	UID        uint32   `json:"uid"`
+	User       string   `json:"user,omitempty"`
+	GID        uint32   `json:"gid"`
+	Group      string   `json:"group,omitempty"`
+	Groups     []uint32 `json:"groups"`
+	GroupNames []string `json:"group_names"`
+	Unit       string   `json:"unit,omitempty"`
+	UserUnit   bool     `json:"user_unit,omitempty"`
+	ExePath    string   `json:"exe_path,omitempty"`
+	ExeSHA256  string   `json:"exe_sha256,omitempty"`
+	// ExeUnknown says why the executable is not known, when it is not.
+	ExeUnknown string `json:"exe_unknown,omitempty"`
+	// Pin is how the process was pinned against pid reuse.
+	Pin       string         `json:"pin"`
 	Grants    []policy.Grant `json:"grants"`
 	CanStatus bool           `json:"can_status"`
 }

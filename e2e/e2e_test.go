@@ -253,6 +253,7 @@ rule "me" {
   users    = ["%d"]
   scopes   = ["user", "client"]
   projects = ["*"]
+  actions  = ["token", "status"]
 }`, os.Getuid())
 	})
 	project := e.ex.Account.Projects[0].ID
@@ -407,7 +408,7 @@ rule "service" {
 	}
 	// The policy refusals were made by the daemon and logged with the uid.
 	logs := e.stderr.String()
-	if !strings.Contains(logs, "denied") || !strings.Contains(logs, "uid=54331") {
+	if !strings.Contains(logs, "decision=deny") || !strings.Contains(logs, "uid=54331") {
 		t.Errorf("the daemon did not log the denial of uid 54331")
 	}
 	e.checkNoSecrets()
