@@ -18,6 +18,23 @@
 // be read is closed without being served. Nothing the peer sends (headers,
 // query) is trusted for identity.
 //
+// What the rules rest on: uid and groups are the kernel's record of the
+// connecting process. A unit comes from its cgroup, which only root or, for
+// units under a user manager, that user's own manager can choose; that is
+// why plain unit patterns never match user-manager units. An executable rule
+// hashes the program through /proc/PID/exe, so a file replaced at the same
+// path is not mistaken for the approved one, and a deleted binary never
+// matches. The process is pinned (pidfd or /proc start time) and checked
+// again after /proc is read, so a pid reused by another process is refused.
+//
+// What they cannot rest on: a process may pass its connected socket to
+// another, or exec a different program after connecting (same pid, same
+// start time). Anyone able to run code as an allowed uid can therefore get
+// what that uid is granted; unit and exe rules narrow the set of allowed
+// callers, they do not defend against the allowed uid itself. Give each
+// consumer its own uid or unit, and grant the user token to as few as
+// possible.
+//
 // What a peer learns: the tokens its rules grant, and on refusal the identity
 // the daemon saw and that no rule grants the request. Vault and Exceptionless
 // errors stay in the journal; peers get a short reason and a code.

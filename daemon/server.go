@@ -67,7 +67,12 @@ func NewServer(cfg ServerConfig) *Server {
 }
 
 // SetPolicy replaces the policy for requests that start after it returns.
-func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
+// User and group names are looked up afresh after it, since a reload is
+// also how an operator tells the daemon that /etc/passwd changed.
+func (s *Server) SetPolicy(p *policy.Policy) {
+	s.policy.Store(p)
+	s.names.reset()
+}
 
 // Serve accepts connections on ln until ctx ends, then shuts down, letting
 // in-flight requests finish for up to five seconds.
@@ -535,6 +540,12 @@ type nameCache struct {
 	mu     sync.Mutex
 	users  map[uint32]string
 	groups map[uint32]string
+}
+
+func (n *nameCache) reset() {
+	n.mu.Lock()
+	n.users, n.groups = nil, nil
+	n.mu.Unlock()
 }
 
 func (n *nameCache) user(uid uint32) string {

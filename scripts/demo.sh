@@ -112,6 +112,7 @@ rule "operator" {
   users    = ["$ME"]
   scopes   = ["user", "client"]
   projects = ["*"]
+  actions  = ["token", "status", "reload"]
 }
 HCL
 say "Config written to $DIR/exlessd.hcl"
