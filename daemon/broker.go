@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -18,6 +21,7 @@ type Upstream interface {
 	Login(ctx context.Context, email string, password []byte) (exceptionless.Token, error)
 	Me(ctx context.Context, tok exceptionless.Token) (exceptionless.User, error)
 	CreateProjectToken(ctx context.Context, tok exceptionless.Token, projectID string, req exceptionless.NewToken) (exceptionless.ViewToken, error)
+	ProjectTokens(ctx context.Context, tok exceptionless.Token, projectID string) ([]exceptionless.ViewToken, error)
 	DeleteTokens(ctx context.Context, tok exceptionless.Token, ids ...exceptionless.Token) error
 	Projects(ctx context.Context, tok exceptionless.Token) ([]exceptionless.Project, error)
 }
@@ -31,7 +35,7 @@ var (
 	ErrProjectNotFound = errors.New("project not found")
 )
 
-// BrokerConfig wires a Broker.
+// BrokerConfig wires a Broker. Zero durations take the defaults below.
 type BrokerConfig struct {
 	Store    TokenStore
 	Upstream Upstream
@@ -42,36 +46,90 @@ type BrokerConfig struct {
 	Host     string // recorded in Vault as who obtained a token
 	Logger   *slog.Logger
 	Now      func() time.Time
+
+	// PollInterval is how often held records are re-read from Vault, to
+	// pick up other hosts' rotations and to prove they are still current.
+	PollInterval time.Duration
+	// MaxStaleness is how long a token is served after its record was last
+	// read from Vault successfully (so through a Vault outage).
+	MaxStaleness time.Duration
+	// LeaseTTL bounds how long a daemon that died holding the fleet lease
+	// blocks the others.
+	LeaseTTL time.Duration
+	// LeaseWait is how long a request waits for another daemon's login or
+	// mint to appear in Vault.
+	LeaseWait time.Duration
+	// LoginBudget is how many login attempts the whole fleet may make per
+	// wall-clock quarter hour. Exceptionless refuses the sixth.
+	LoginBudget int
+	// Grace is how long a rotated-out client token stays valid by default.
+	Grace time.Duration
+	// MaxAge rotates client tokens older than this; zero never does.
+	MaxAge time.Duration
 }
+
+// Defaults for BrokerConfig.
+const (
+	DefaultPollInterval = 30 * time.Second
+	DefaultMaxStaleness = time.Hour
+	DefaultLeaseTTL     = 30 * time.Second
+	DefaultLeaseWait    = 20 * time.Second
+	DefaultLoginBudget  = 3
+	DefaultGrace        = 2 * time.Hour
+	// unknownProjectMemory is how long a 404 for a project is remembered,
+	// so a typo loop does not spend the organization's API budget.
+	unknownProjectMemory = 5 * time.Minute
+)
 
 type heldToken struct {
 	rec     Record
 	version int
-	held    time.Time // when the record was last read or obtained
+	held    time.Time // when it came into memory
+	read    time.Time // last successful read from (or write to) the store
 }
 
-// Broker obtains, stores and caches tokens. It logs in only when Vault has
-// no usable user token, and never more than once per wall-clock quarter hour
-// after a failure, because Exceptionless counts every attempt per email and
-// refuses the sixth in a quarter hour even with the right password (locking
-// out the account's web sessions too).
+// Broker obtains, stores and caches tokens. Requests are served from memory;
+// Vault and Exceptionless are called only for what is missing, and by a
+// background loop (Run) that polls Vault, retries after failures, revokes
+// retired tokens and rotates old ones.
+//
+// Logging in is guarded three ways, because Exceptionless counts every
+// attempt per email and refuses the sixth in a wall-clock quarter hour even
+// with the right password (locking out the account's web sessions too): a
+// fleet-wide lease in Vault lets one daemon log in while the others wait for
+// its result; a fleet-wide budget in Vault caps attempts per quarter hour;
+// and after any failed login this daemon waits for the next quarter hour.
 type Broker struct {
 	cfg      BrokerConfig
 	log      *slog.Logger
 	sf       singleflight.Group
 	projects *projectDirectory
+	id       string // this daemon's lease holder id
 
-	mu             sync.Mutex
-	user           *heldToken
-	clients        map[string]*heldToken
-	loginNotBefore time.Time
-	userProblem    string // why there is no user token, safe for peers
-	vaultOK        bool
-	vaultProblem   string
-	upstreamProb   string
+	mu                sync.Mutex
+	user              *heldToken
+	clients           map[string]*heldToken
+	unknown           map[string]time.Time // project -> forget the 404 after
+	loginNotBefore    time.Time
+	upstreamNotBefore time.Time
+	upstreamFails     int
+	vaultNotBefore    time.Time
+	vaultFails        int
+	vaultOK           bool
+	userProblem       string
+	vaultProblem      string
+	upstreamProblem   string
+	leaseHolder       string
+	lastRotation      time.Time
+	counters          BrokerCounters
 }
 
-// NewBroker returns a broker; call Start before serving.
+// BrokerCounters counts what the broker did, for tests and status.
+type BrokerCounters struct {
+	Logins, Mints, Revocations, Rotations, Adopted uint64
+}
+
+// NewBroker returns a broker; call Start, then Run in the background.
 func NewBroker(cfg BrokerConfig) *Broker {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -79,10 +137,25 @@ func NewBroker(cfg BrokerConfig) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.PollInterval, DefaultPollInterval)
+	def(&cfg.MaxStaleness, DefaultMaxStaleness)
+	def(&cfg.LeaseTTL, DefaultLeaseTTL)
+	def(&cfg.LeaseWait, DefaultLeaseWait)
+	def(&cfg.Grace, DefaultGrace)
+	if cfg.LoginBudget <= 0 {
+		cfg.LoginBudget = DefaultLoginBudget
+	}
 	b := &Broker{
 		cfg:         cfg,
 		log:         cfg.Logger.With("system", "broker"),
+		id:          cfg.Host + "/" + randomHex(6),
 		clients:     map[string]*heldToken{},
+		unknown:     map[string]time.Time{},
 		userProblem: "not logged in yet",
 	}
 	b.projects = &projectDirectory{
@@ -91,9 +164,19 @@ func NewBroker(cfg BrokerConfig) *Broker {
 	return b
 }
 
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ID is this daemon's id in the fleet lease.
+func (b *Broker) ID() string { return b.id }
+
 // Start loads the user token from the store, checks it with Exceptionless,
-// and logs in if there is none or it was rejected. A failure leaves the
-// broker running degraded (Status says why); it is returned for logging.
+// and logs in (under the fleet lease) if there is none or it was rejected.
+// A failure leaves the broker running degraded (Status says why; Run keeps
+// retrying); it is returned for logging.
 func (b *Broker) Start(ctx context.Context) error {
 	_, err := b.userToken(ctx)
 	return err
@@ -102,7 +185,7 @@ func (b *Broker) Start(ctx context.Context) error {
 // Served is a token record as handed out, with how long the broker has held it.
 type Served struct {
 	Record
-	Age time.Duration
+	Age time.Duration // since the record was last read from the store
 }
 
 // UserToken returns the user token record.
@@ -111,11 +194,19 @@ func (b *Broker) UserToken(ctx context.Context) (Served, error) {
 	if err != nil {
 		return Served{}, err
 	}
-	return b.served(h), nil
+	return b.serve(h)
 }
 
-func (b *Broker) served(h *heldToken) Served {
-	return Served{Record: h.rec, Age: b.cfg.Now().Sub(h.held)}
+func (b *Broker) serve(h *heldToken) (Served, error) {
+	b.mu.Lock()
+	read := h.read
+	b.mu.Unlock()
+	age := b.cfg.Now().Sub(read)
+	if age > b.cfg.MaxStaleness {
+		return Served{}, fmt.Errorf("%w: the token was last confirmed in vault %s ago, beyond max_staleness (%s)",
+			ErrUnavailable, age.Round(time.Second), b.cfg.MaxStaleness)
+	}
+	return Served{Record: h.rec, Age: age}, nil
 }
 
 func (b *Broker) userToken(ctx context.Context) (*heldToken, error) {
@@ -125,7 +216,11 @@ func (b *Broker) userToken(ctx context.Context) (*heldToken, error) {
 	if h != nil {
 		return h, nil
 	}
-	v, err, _ := b.sf.Do("user", func() (any, error) { return b.acquireUser(ctx, nil) })
+	return b.acquireUserShared(ctx, nil)
+}
+
+func (b *Broker) acquireUserShared(ctx context.Context, rejected *exceptionless.Token) (*heldToken, error) {
+	v, err, _ := b.sf.Do("user", func() (any, error) { return b.acquireUser(ctx, rejected) })
 	if err != nil {
 		return nil, err
 	}
@@ -133,9 +228,8 @@ func (b *Broker) userToken(ctx context.Context) (*heldToken, error) {
 }
 
 // acquireUser gets a usable user token into memory: from the store if it is
-// there and Exceptionless accepts it, else by logging in. rejected, if set,
-// is a token Exceptionless just refused, so a store copy equal to it is not
-// trusted again.
+// there and Exceptionless accepts it, else by logging in under the lease.
+// rejected, if set, is a token Exceptionless just refused.
 func (b *Broker) acquireUser(ctx context.Context, rejected *exceptionless.Token) (*heldToken, error) {
 	b.mu.Lock()
 	if b.user != nil && (rejected == nil || b.user.rec.Token != *rejected) {
@@ -144,101 +238,171 @@ func (b *Broker) acquireUser(ctx context.Context, rejected *exceptionless.Token)
 		return h, nil
 	}
 	b.mu.Unlock()
+	if err := b.vaultGate(); err != nil {
+		return nil, err
+	}
 
 	rec, version, err := b.cfg.Store.Load(ctx, UserKey)
 	switch {
 	case err == nil:
-		b.noteVault(nil)
+		b.vaultSuccess()
 		if rejected == nil || rec.Token != *rejected {
 			ok, verr := b.checkUser(ctx, rec.Token)
-			if ok {
-				b.log.Info("using the user token stored in vault", "version", version,
-					"obtained_by", rec.ObtainedBy, "obtained_at", rec.ObtainedAt)
-				return b.keepUser(rec, version), nil
-			}
-			if verr != nil {
-				// Exceptionless could not be asked; the stored token may be
-				// fine. Serve it rather than logging in blind.
-				b.log.Warn("cannot check the stored user token; using it unchecked", "err", verr)
+			if ok || verr != nil {
+				if verr != nil {
+					// Exceptionless could not be asked; the stored token
+					// may be fine. Serve it rather than logging in blind.
+					b.log.Warn("cannot check the stored user token; using it unchecked", "err", verr)
+				} else {
+					b.log.Info("using the user token stored in vault", "version", version,
+						"obtained_by", rec.ObtainedBy, "obtained_at", rec.ObtainedAt)
+				}
 				return b.keepUser(rec, version), nil
 			}
 			b.log.Info("stored user token was rejected by Exceptionless; logging in")
+			tok := rec.Token
+			rejected = &tok
 		}
 	case errors.Is(err, ErrNotFound):
 		// Vault answers a missing mount like a missing key; make sure the
 		// emptiness is real before spending a login attempt on it.
 		if perr := b.cfg.Store.Ping(ctx); perr != nil {
-			b.noteVault(perr)
+			b.vaultFailure(perr)
 			b.setUserProblem("vault unusable")
 			return nil, fmt.Errorf("%w: vault unusable (see the exlessd journal)", ErrUnavailable)
 		}
-		b.noteVault(nil)
+		b.vaultSuccess()
 		b.log.Info("no user token in vault; logging in")
 	default:
-		b.noteVault(err)
+		b.vaultFailure(err)
 		b.setUserProblem("vault unreachable")
 		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
 	}
+	return b.loginUnderLease(ctx, rejected)
+}
 
-	tok, err := b.login(ctx)
+// loginUnderLease logs in unless another daemon of the fleet does it first,
+// in which case its result is adopted from Vault.
+func (b *Broker) loginUnderLease(ctx context.Context, rejected *exceptionless.Token) (*heldToken, error) {
+	// Fail fast while this daemon may not log in anyway.
+	if err := b.loginGate(); err != nil {
+		// Another daemon may have logged in meanwhile.
+		if h := b.adoptUser(ctx, rejected); h != nil {
+			return h, nil
+		}
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.LeaseWait)
+	defer cancel()
+	var result *heldToken
+	err := b.withLease(ctx, "login",
+		func(ctx context.Context) bool {
+			if h := b.adoptUser(ctx, rejected); h != nil {
+				result = h
+				return true
+			}
+			return false
+		},
+		func(ctx context.Context, _ string) error {
+			if err := b.spendLoginBudget(ctx); err != nil {
+				return err
+			}
+			tok, err := b.login(ctx)
+			if err != nil {
+				return err
+			}
+			rec := Record{Schema: RecordSchema, Token: tok, Scope: ScopeUser, ObtainedAt: b.cfg.Now().UTC(), ObtainedBy: b.cfg.Host}
+			_, version, lerr := b.cfg.Store.Load(ctx, UserKey)
+			if lerr != nil && !errors.Is(lerr, ErrNotFound) {
+				b.vaultFailure(lerr)
+				result = b.keepUser(rec, 0)
+				return nil
+			}
+			newVersion, err := b.cfg.Store.Save(ctx, UserKey, rec, version)
+			switch {
+			case err == nil:
+				b.log.Info("stored user token in vault", "version", newVersion)
+				result = b.keepUser(rec, newVersion)
+			case errors.Is(err, ErrConflict):
+				// Logins return the account's one shared token, so a
+				// record someone else wrote is as good as ours.
+				if h := b.adoptUser(ctx, nil); h != nil {
+					result = h
+					return nil
+				}
+				result = b.keepUser(rec, version)
+			default:
+				// Serve from memory; the next start logs in again, which
+				// returns the same shared token.
+				b.vaultFailure(err)
+				b.log.Error("cannot store the user token in vault; holding it in memory only", "err", err)
+				result = b.keepUser(rec, version)
+			}
+			return nil
+		})
 	if err != nil {
 		return nil, err
 	}
-	now := b.cfg.Now()
-	rec = Record{
-		Schema: RecordSchema, Token: tok, Scope: ScopeUser,
-		ObtainedAt: now.UTC(), ObtainedBy: b.cfg.Host,
+	return result, nil
+}
+
+// adoptUser takes the user token from Vault if one is there that is not the
+// rejected one.
+func (b *Broker) adoptUser(ctx context.Context, rejected *exceptionless.Token) *heldToken {
+	rec, version, err := b.cfg.Store.Load(ctx, UserKey)
+	if err != nil || (rejected != nil && rec.Token == *rejected) {
+		return nil
 	}
-	newVersion, err := b.cfg.Store.Save(ctx, UserKey, rec, version)
-	switch {
-	case err == nil:
-		b.noteVault(nil)
-		b.log.Info("stored user token in vault", "version", newVersion)
-		return b.keepUser(rec, newVersion), nil
-	case errors.Is(err, ErrConflict):
-		// Another daemon stored one first. Logins return the account's one
-		// shared token, so theirs is as good as ours: take it.
-		theirs, v, lerr := b.cfg.Store.Load(ctx, UserKey)
-		if lerr == nil {
-			b.log.Info("another daemon stored the user token first; using it", "version", v)
-			return b.keepUser(theirs, v), nil
-		}
-		b.noteVault(lerr)
-		return b.keepUser(rec, version), nil
-	default:
-		// Serve from memory; the next start will log in again, which
-		// returns the same shared token.
-		b.noteVault(err)
-		b.log.Error("cannot store the user token in vault; holding it in memory only", "err", err)
-		return b.keepUser(rec, version), nil
+	b.mu.Lock()
+	adopted := b.user == nil || b.user.rec.Token != rec.Token
+	if adopted {
+		b.counters.Adopted++
 	}
+	b.mu.Unlock()
+	return b.keepUser(rec, version)
 }
 
 // checkUser asks Exceptionless whether tok is still valid. It returns
 // (false, nil) when the token was rejected and (false, err) when the question
 // could not be answered.
 func (b *Broker) checkUser(ctx context.Context, tok exceptionless.Token) (bool, error) {
+	if err := b.upstreamGate(); err != nil {
+		return false, err
+	}
 	_, err := b.cfg.Upstream.Me(ctx, tok)
 	switch {
 	case err == nil:
-		b.noteUpstream("")
+		b.upstreamSuccess()
 		return true, nil
 	case errors.Is(err, exceptionless.ErrUnauthorized):
-		b.noteUpstream("")
+		b.upstreamSuccess()
 		return false, nil
 	default:
-		b.noteUpstream("exceptionless unreachable")
+		b.upstreamFailure(err)
 		return false, err
 	}
 }
 
-func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
-	now := b.cfg.Now()
+// loginGate refuses while this daemon waits out a failed login.
+func (b *Broker) loginGate() error {
 	b.mu.Lock()
-	notBefore := b.loginNotBefore
+	notBefore, problem := b.loginNotBefore, b.userProblem
 	b.mu.Unlock()
-	if now.Before(notBefore) {
-		return "", fmt.Errorf("%w: login held back until %s after a failed attempt", ErrUnavailable, notBefore.UTC().Format(time.TimeOnly+" MST"))
+	if b.cfg.Now().Before(notBefore) {
+		return fmt.Errorf("%w: %s; next login attempt after %s", ErrUnavailable, problem, notBefore.UTC().Format("15:04 MST"))
+	}
+	return nil
+}
+
+// nextQuarter is the next wall-clock quarter-hour boundary after t, when
+// Exceptionless resets its login and API counters.
+func nextQuarter(t time.Time) time.Time {
+	return t.UTC().Truncate(15 * time.Minute).Add(15 * time.Minute)
+}
+
+func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
+	if err := b.loginGate(); err != nil {
+		return "", err
 	}
 	password, err := b.cfg.Password()
 	if err != nil {
@@ -247,10 +411,13 @@ func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
 		return "", fmt.Errorf("%w: cannot read the Exceptionless password file", ErrUnavailable)
 	}
 	defer clear(password)
+	b.mu.Lock()
+	b.counters.Logins++
+	b.mu.Unlock()
 	tok, err := b.cfg.Upstream.Login(ctx, b.cfg.Email, password)
 	if err == nil {
 		b.log.Info("logged in to exceptionless", "email", b.cfg.Email)
-		b.noteUpstream("")
+		b.upstreamSuccess()
 		return tok, nil
 	}
 	var reason string
@@ -264,25 +431,29 @@ func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
 	default:
 		reason = "exceptionless unreachable during login"
 	}
-	// Wait for the next quarter hour: the server's attempt counters reset
-	// there, and one attempt per window can never reach its limit of five.
-	next := now.UTC().Truncate(15 * time.Minute).Add(15 * time.Minute)
+	// Any failed attempt counts on the server until the next quarter hour,
+	// so wait for it: one attempt per window can never reach the limit.
+	next := nextQuarter(b.cfg.Now())
 	b.mu.Lock()
 	b.loginNotBefore = next
 	b.mu.Unlock()
 	b.setUserProblem(reason)
-	b.noteUpstream(reason)
+	b.upstreamFailure(err)
 	b.log.Error("login failed", "reason", reason, "err", err, "next_attempt", next)
 	return "", fmt.Errorf("%w: %s", ErrUnavailable, reason)
 }
 
 func (b *Broker) keepUser(rec Record, version int) *heldToken {
-	h := &heldToken{rec: rec, version: version, held: b.cfg.Now()}
+	now := b.cfg.Now()
 	b.mu.Lock()
-	b.user = h
+	defer b.mu.Unlock()
+	if b.user != nil && b.user.rec.Token == rec.Token {
+		b.user.rec, b.user.version, b.user.read = rec, version, now
+		return b.user
+	}
+	b.user = &heldToken{rec: rec, version: version, held: now, read: now}
 	b.userProblem = ""
-	b.mu.Unlock()
-	return h
+	return b.user
 }
 
 // dropUser forgets the cached user token if it is still tok.
@@ -296,128 +467,199 @@ func (b *Broker) dropUser(tok exceptionless.Token) {
 }
 
 // ClientToken returns the client token for a project: from memory, else from
-// the store, else minted with the user token and stored for every host.
+// the store, else minted (by this daemon or another of the fleet) and stored
+// for every host.
 func (b *Broker) ClientToken(ctx context.Context, projectID string) (Served, error) {
 	b.mu.Lock()
 	h := b.clients[projectID]
+	until, unknown := b.unknown[projectID]
 	b.mu.Unlock()
 	if h != nil {
-		return b.served(h), nil
+		return b.serve(h)
+	}
+	if unknown && b.cfg.Now().Before(until) {
+		return Served{}, ErrProjectNotFound
 	}
 	v, err, _ := b.sf.Do("client/"+projectID, func() (any, error) { return b.acquireClient(ctx, projectID) })
 	if err != nil {
 		return Served{}, err
 	}
-	return b.served(v.(*heldToken)), nil
+	return b.serve(v.(*heldToken))
+}
+
+// Has reports whether the broker holds a client token for the project.
+func (b *Broker) Has(projectID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.clients[projectID] != nil
 }
 
 func (b *Broker) acquireClient(ctx context.Context, projectID string) (*heldToken, error) {
-	key := ClientKey(projectID)
-	rec, version, err := b.cfg.Store.Load(ctx, key)
-	switch {
-	case err == nil:
-		b.noteVault(nil)
-		return b.keepClient(projectID, rec, version), nil
-	case errors.Is(err, ErrNotFound):
-		b.noteVault(nil)
-	default:
-		b.noteVault(err)
-		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
-	}
-
-	minted, err := b.mint(ctx, projectID)
-	if err != nil {
+	if err := b.vaultGate(); err != nil {
 		return nil, err
 	}
-	rec = Record{
-		Schema: RecordSchema, Token: minted.ID, Scope: ScopeClient,
-		ProjectID: projectID, OrganizationID: minted.OrganizationID,
-		ObtainedAt: b.cfg.Now().UTC(), ObtainedBy: b.cfg.Host,
+	if h := b.adoptClient(ctx, projectID); h != nil {
+		return h, nil
 	}
-	if minted.ExpiresUTC != nil {
-		rec.ExpiresAt = minted.ExpiresUTC.UTC()
+	if err := b.vaultGate(); err != nil {
+		return nil, err
 	}
-	newVersion, err := b.cfg.Store.Save(ctx, key, rec, version)
-	switch {
-	case err == nil:
-		b.log.Info("minted and stored a client token", "project", projectID, "version", newVersion)
-		return b.keepClient(projectID, rec, newVersion), nil
-	case errors.Is(err, ErrConflict):
-		// Another daemon minted one first; use theirs and revoke ours so no
-		// orphan key stays valid.
-		theirs, v, lerr := b.cfg.Store.Load(ctx, key)
-		b.revoke(ctx, minted.ID, projectID)
-		if lerr != nil {
-			b.noteVault(lerr)
-			return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
-		}
-		return b.keepClient(projectID, theirs, v), nil
-	default:
-		// A token we cannot store would be minted again by every host and
-		// every restart; revoke it and report Vault as the problem.
-		b.noteVault(err)
-		b.log.Error("cannot store a minted client token; revoking it", "project", projectID, "err", err)
-		b.revoke(ctx, minted.ID, projectID)
-		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
+	if err := b.upstreamGate(); err != nil {
+		return nil, err
 	}
-}
-
-// mint creates a client token for the project, logging in again once if the
-// user token turns out to be rejected.
-func (b *Broker) mint(ctx context.Context, projectID string) (exceptionless.ViewToken, error) {
 	for attempt := 0; ; attempt++ {
 		user, err := b.userToken(ctx)
 		if err != nil {
-			return exceptionless.ViewToken{}, err
+			return nil, err
 		}
-		vt, err := b.cfg.Upstream.CreateProjectToken(ctx, user.rec.Token, projectID, exceptionless.NewToken{
-			Scopes: []string{ScopeClient},
-			Notes:  "exless: minted by " + b.cfg.Host,
-		})
-		switch {
-		case err == nil:
-			b.noteUpstream("")
-			return vt, nil
-		case errors.Is(err, exceptionless.ErrNotFound):
-			return vt, ErrProjectNotFound
-		case errors.Is(err, exceptionless.ErrUnauthorized) && attempt == 0:
+		var (
+			result   *heldToken
+			rejected bool
+		)
+		lctx, cancel := context.WithTimeout(ctx, b.cfg.LeaseWait)
+		err = b.withLease(lctx, "mint/"+projectID,
+			func(ctx context.Context) bool {
+				result = b.adoptClient(ctx, projectID)
+				return result != nil
+			},
+			func(ctx context.Context, nonce string) error {
+				h, err := b.mint(ctx, user.rec.Token, projectID, nonce)
+				if errors.Is(err, exceptionless.ErrUnauthorized) {
+					rejected = true
+				}
+				result = h
+				return err
+			})
+		cancel()
+		if rejected && attempt == 0 {
 			b.log.Warn("user token rejected while minting; logging in again")
 			b.dropUser(user.rec.Token)
 			tok := user.rec.Token
 			if _, err := b.acquireUserShared(ctx, &tok); err != nil {
-				return vt, err
+				return nil, err
 			}
-		default:
-			b.noteUpstream("exceptionless unavailable")
-			b.log.Error("mint client token", "project", projectID, "err", err)
-			return vt, fmt.Errorf("%w: exceptionless unavailable", ErrUnavailable)
+			continue
 		}
+		if err != nil {
+			if errors.Is(err, exceptionless.ErrUnauthorized) {
+				return nil, fmt.Errorf("%w: exceptionless rejected the user token", ErrUnavailable)
+			}
+			return nil, err
+		}
+		return result, nil
 	}
 }
 
-func (b *Broker) acquireUserShared(ctx context.Context, rejected *exceptionless.Token) (*heldToken, error) {
-	v, err, _ := b.sf.Do("user", func() (any, error) { return b.acquireUser(ctx, rejected) })
-	if err != nil {
+// adoptClient takes a project's client token from Vault if it is there.
+func (b *Broker) adoptClient(ctx context.Context, projectID string) *heldToken {
+	rec, version, err := b.cfg.Store.Load(ctx, ClientKey(projectID))
+	switch {
+	case err == nil:
+		b.vaultSuccess()
+		return b.keepClient(projectID, rec, version)
+	case errors.Is(err, ErrNotFound):
+		b.vaultSuccess()
+	default:
+		b.vaultFailure(err)
+	}
+	return nil
+}
+
+// notes tags a minted token with this daemon and the lease's nonce, so a
+// daemon taking over an expired lease can find what its holder minted.
+func (b *Broker) notes(nonce string) string {
+	return fmt.Sprintf("exless: minted by %s (op %s)", b.cfg.Host, nonce)
+}
+
+// mint creates a client token and stores it; it runs under the lease.
+func (b *Broker) mint(ctx context.Context, user exceptionless.Token, projectID, nonce string) (*heldToken, error) {
+	vt, err := b.cfg.Upstream.CreateProjectToken(ctx, user, projectID, exceptionless.NewToken{
+		Scopes: []string{ScopeClient},
+		Notes:  b.notes(nonce),
+	})
+	switch {
+	case err == nil:
+		b.upstreamSuccess()
+	case errors.Is(err, exceptionless.ErrNotFound):
+		b.upstreamSuccess()
+		b.mu.Lock()
+		b.unknown[projectID] = b.cfg.Now().Add(unknownProjectMemory)
+		b.mu.Unlock()
+		return nil, ErrProjectNotFound
+	case errors.Is(err, exceptionless.ErrUnauthorized):
 		return nil, err
+	default:
+		b.upstreamFailure(err)
+		b.log.Error("mint client token", "project", projectID, "err", err)
+		return nil, fmt.Errorf("%w: exceptionless unavailable", ErrUnavailable)
 	}
-	return v.(*heldToken), nil
+	b.mu.Lock()
+	b.counters.Mints++
+	b.mu.Unlock()
+	rec := Record{
+		Schema: RecordSchema, Token: vt.ID, Scope: ScopeClient,
+		ProjectID: projectID, OrganizationID: vt.OrganizationID,
+		ObtainedAt: b.cfg.Now().UTC(), ObtainedBy: b.cfg.Host,
+	}
+	if vt.ExpiresUTC != nil {
+		rec.ExpiresAt = vt.ExpiresUTC.UTC()
+	}
+	key := ClientKey(projectID)
+	_, version, err := b.cfg.Store.Load(ctx, key)
+	if err == nil {
+		// Someone stored one after all (a lease that expired under them):
+		// theirs wins, ours goes.
+		b.revoke(ctx, user, projectID, vt.ID)
+		return b.adoptClient(ctx, projectID), nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		b.vaultFailure(err)
+		b.revoke(ctx, user, projectID, vt.ID)
+		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
+	}
+	newVersion, err := b.cfg.Store.Save(ctx, key, rec, version)
+	switch {
+	case err == nil:
+		b.vaultSuccess()
+		b.log.Info("minted and stored a client token", "project", projectID, "version", newVersion, "token_fp", Fingerprint(rec.Token))
+		return b.keepClient(projectID, rec, newVersion), nil
+	case errors.Is(err, ErrConflict):
+		b.revoke(ctx, user, projectID, vt.ID)
+		if h := b.adoptClient(ctx, projectID); h != nil {
+			return h, nil
+		}
+		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
+	default:
+		// A token we cannot store would be minted again by every host and
+		// every restart; revoke it and report Vault as the problem.
+		b.vaultFailure(err)
+		b.log.Error("cannot store a minted client token; revoking it", "project", projectID, "err", err)
+		b.revoke(ctx, user, projectID, vt.ID)
+		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
+	}
 }
 
-func (b *Broker) revoke(ctx context.Context, id exceptionless.Token, projectID string) {
-	user, err := b.userToken(ctx)
-	if err == nil {
-		err = b.cfg.Upstream.DeleteTokens(ctx, user.rec.Token, id)
+func (b *Broker) revoke(ctx context.Context, user exceptionless.Token, projectID string, ids ...exceptionless.Token) {
+	err := b.cfg.Upstream.DeleteTokens(ctx, user, ids...)
+	if err != nil && !errors.Is(err, exceptionless.ErrNotFound) {
+		b.log.Error("could not revoke client tokens; delete them in Exceptionless", "project", projectID, "count", len(ids), "err", err)
+		return
 	}
-	if err != nil {
-		b.log.Error("could not revoke a surplus client token; delete it in Exceptionless", "project", projectID, "err", err)
-	}
+	b.mu.Lock()
+	b.counters.Revocations += uint64(len(ids))
+	b.mu.Unlock()
 }
 
 func (b *Broker) keepClient(projectID string, rec Record, version int) *heldToken {
-	h := &heldToken{rec: rec, version: version, held: b.cfg.Now()}
+	now := b.cfg.Now()
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h := b.clients[projectID]; h != nil && h.rec.Token == rec.Token {
+		h.rec, h.version, h.read = rec, version, now
+		return h
+	}
+	h := &heldToken{rec: rec, version: version, held: now, read: now}
 	b.clients[projectID] = h
-	b.mu.Unlock()
 	return h
 }
 
@@ -427,23 +669,94 @@ func (b *Broker) setUserProblem(s string) {
 	b.mu.Unlock()
 }
 
-func (b *Broker) noteVault(err error) {
+// backoff returns an exponential delay with jitter for the n-th failure.
+func backoff(n int, base, ceiling time.Duration) time.Duration {
+	d := base
+	for i := 1; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	// ±20% so a fleet that failed together does not retry together.
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// vaultGate refuses while this daemon backs off after Vault failures.
+func (b *Broker) vaultGate() error {
+	b.mu.Lock()
+	notBefore := b.vaultNotBefore
+	b.mu.Unlock()
+	if b.cfg.Now().Before(notBefore) {
+		return fmt.Errorf("%w: vault unreachable; retrying after %s", ErrUnavailable, notBefore.UTC().Format(time.TimeOnly+" MST"))
+	}
+	return nil
+}
+
+func (b *Broker) vaultSuccess() {
+	b.mu.Lock()
+	b.vaultOK, b.vaultProblem, b.vaultFails, b.vaultNotBefore = true, "", 0, time.Time{}
+	b.mu.Unlock()
+}
+
+func (b *Broker) vaultFailure(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err == nil {
-		b.vaultOK, b.vaultProblem = true, ""
-		return
-	}
-	if b.vaultOK || b.vaultProblem == "" {
+	if b.vaultFails == 0 {
 		b.log.Error("vault", "err", err)
 	}
+	b.vaultFails++
+	b.vaultNotBefore = b.cfg.Now().Add(backoff(b.vaultFails, 500*time.Millisecond, 2*time.Minute))
 	b.vaultOK, b.vaultProblem = false, "vault unreachable"
 }
 
-func (b *Broker) noteUpstream(problem string) {
+// upstreamGate refuses while this daemon backs off after Exceptionless
+// failures.
+func (b *Broker) upstreamGate() error {
 	b.mu.Lock()
-	b.upstreamProb = problem
+	notBefore, problem := b.upstreamNotBefore, b.upstreamProblem
 	b.mu.Unlock()
+	if b.cfg.Now().Before(notBefore) {
+		return fmt.Errorf("%w: %s; retrying after %s", ErrUnavailable, problem, notBefore.UTC().Format(time.TimeOnly+" MST"))
+	}
+	return nil
+}
+
+func (b *Broker) upstreamSuccess() {
+	b.mu.Lock()
+	b.upstreamProblem, b.upstreamFails, b.upstreamNotBefore = "", 0, time.Time{}
+	b.mu.Unlock()
+}
+
+func (b *Broker) upstreamFailure(err error) {
+	now := b.cfg.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.upstreamFails++
+	switch {
+	case errors.Is(err, exceptionless.ErrThrottled):
+		// The API's throttle counts per fixed quarter hour and sends no
+		// Retry-After: wait for the window to turn.
+		b.upstreamNotBefore = nextQuarter(now)
+		b.upstreamProblem = "exceptionless rate limit reached"
+	case errors.Is(err, exceptionless.ErrLoginDenied), errors.Is(err, exceptionless.ErrLoginFailed),
+		errors.Is(err, exceptionless.ErrLoginRejected):
+		b.upstreamProblem = "exceptionless refused the login"
+	default:
+		b.upstreamNotBefore = now.Add(backoff(b.upstreamFails, 500*time.Millisecond, 5*time.Minute))
+		b.upstreamProblem = "exceptionless unavailable"
+	}
+}
+
+// TokenStatus describes one held token, without the token.
+type TokenStatus struct {
+	Scope       string    `json:"scope"`
+	ProjectID   string    `json:"project_id,omitempty"`
+	ObtainedBy  string    `json:"obtained_by,omitempty"`
+	ObtainedAt  time.Time `json:"obtained_at"`
+	AgeSeconds  float64   `json:"age_seconds"`   // since obtained
+	StaleSecond float64   `json:"stale_seconds"` // since last read from Vault
+	Version     int       `json:"version"`
+	Retiring    int       `json:"retiring,omitempty"`
+	Fingerprint string    `json:"fingerprint"`
 }
 
 // BrokerStatus is the broker's part of Status.
@@ -451,22 +764,49 @@ type BrokerStatus struct {
 	LoggedIn        bool
 	VaultReachable  bool
 	ClientTokens    int
+	Tokens          []TokenStatus
+	LeaseHolder     string
+	LastRotation    time.Time
+	Counters        BrokerCounters
 	DegradedReasons []string
 }
 
 // Status reports the broker's state. It holds no secrets.
 func (b *Broker) Status() BrokerStatus {
+	now := b.cfg.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := BrokerStatus{LoggedIn: b.user != nil, VaultReachable: b.vaultOK, ClientTokens: len(b.clients)}
+	s := BrokerStatus{
+		LoggedIn: b.user != nil, VaultReachable: b.vaultOK, ClientTokens: len(b.clients),
+		LeaseHolder: b.leaseHolder, LastRotation: b.lastRotation, Counters: b.counters,
+	}
+	add := func(h *heldToken) {
+		s.Tokens = append(s.Tokens, TokenStatus{
+			Scope: h.rec.Scope, ProjectID: h.rec.ProjectID, ObtainedBy: h.rec.ObtainedBy, ObtainedAt: h.rec.ObtainedAt,
+			AgeSeconds: now.Sub(h.rec.ObtainedAt).Seconds(), StaleSecond: now.Sub(h.read).Seconds(),
+			Version: h.version, Retiring: len(h.rec.Retiring), Fingerprint: Fingerprint(h.rec.Token),
+		})
+	}
+	if b.user != nil {
+		add(b.user)
+	}
+	for _, h := range b.clients {
+		add(h)
+	}
 	if b.user == nil && b.userProblem != "" {
 		s.DegradedReasons = append(s.DegradedReasons, "not logged in: "+b.userProblem)
 	}
 	if b.vaultProblem != "" {
 		s.DegradedReasons = append(s.DegradedReasons, b.vaultProblem)
 	}
-	if b.upstreamProb != "" && b.user != nil {
-		s.DegradedReasons = append(s.DegradedReasons, b.upstreamProb)
+	if b.upstreamProblem != "" && b.user != nil {
+		s.DegradedReasons = append(s.DegradedReasons, b.upstreamProblem)
+	}
+	for _, t := range s.Tokens {
+		if time.Duration(t.StaleSecond*float64(time.Second)) > b.cfg.PollInterval*3 {
+			s.DegradedReasons = append(s.DegradedReasons, fmt.Sprintf("serving tokens last confirmed in vault %s ago", time.Duration(t.StaleSecond*float64(time.Second)).Round(time.Second)))
+			break
+		}
 	}
 	return s
 }

@@ -99,6 +99,18 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return out, err
 }
 
+// Rotate asks the daemon to rotate a project's client token. grace < 0 uses
+// the daemon's default; 0 revokes the old token at once.
+func (c *Client) Rotate(ctx context.Context, project string, grace time.Duration) (RotateResponse, error) {
+	q := url.Values{"scope": {ScopeClient}, "project": {project}}
+	if grace >= 0 {
+		q.Set("grace", grace.String())
+	}
+	var out RotateResponse
+	err := c.do(ctx, http.MethodPost, "/v1/rotate?"+q.Encode(), &out)
+	return out, err
+}
+
 // Reload asks the daemon to re-read its configuration. A rejected
 // configuration comes back as an *APIError with status 400 naming the
 // problem; the old configuration then stays in force.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -29,6 +30,11 @@ type Config struct {
 	Exceptionless ExceptionlessConfig
 	Vault         VaultConfig
 	Rules         []policy.Rule
+	// PollInterval and MaxStaleness: see BrokerConfig.
+	PollInterval time.Duration
+	MaxStaleness time.Duration
+	Rotation     RotationConfig
+	Fleet        FleetConfig
 
 	file   string
 	ranges map[string]hcl.Range // field path -> where the file set it
@@ -50,12 +56,28 @@ type VaultConfig struct {
 	Path      string
 }
 
+// RotationConfig governs client token rotation.
+type RotationConfig struct {
+	Grace  time.Duration // how long a rotated-out token stays valid
+	MaxAge time.Duration // rotate tokens older than this; zero: never
+}
+
+// FleetConfig governs how daemons sharing a Vault path coordinate.
+type FleetConfig struct {
+	LeaseTTL    time.Duration
+	LoginBudget int // login attempts per quarter hour for the whole fleet
+}
+
 // DefaultConfig returns the configuration used for anything a file leaves out.
 func DefaultConfig() Config {
 	return Config{
-		Socket:     "/run/exless/exlessd.sock",
-		SocketMode: 0o660,
-		Vault:      VaultConfig{Mount: "secret"},
+		Socket:       "/run/exless/exlessd.sock",
+		SocketMode:   0o660,
+		Vault:        VaultConfig{Mount: "secret"},
+		PollInterval: DefaultPollInterval,
+		MaxStaleness: DefaultMaxStaleness,
+		Rotation:     RotationConfig{Grace: DefaultGrace},
+		Fleet:        FleetConfig{LeaseTTL: DefaultLeaseTTL, LoginBudget: DefaultLoginBudget},
 	}
 }
 
@@ -88,6 +110,20 @@ type fileConfig struct {
 	Exceptionless *exceptionlessBlock `hcl:"exceptionless,block"`
 	Vault         *vaultBlock         `hcl:"vault,block"`
 	Rules         []ruleBlock         `hcl:"rule,block"`
+	PollInterval  *string             `hcl:"poll_interval,optional"`
+	MaxStaleness  *string             `hcl:"max_staleness,optional"`
+	Rotation      *rotationBlock      `hcl:"rotation,block"`
+	Fleet         *fleetBlock         `hcl:"fleet,block"`
+}
+
+type rotationBlock struct {
+	Grace  *string `hcl:"grace,optional"`
+	MaxAge *string `hcl:"max_age,optional"`
+}
+
+type fleetBlock struct {
+	LeaseTTL    *string `hcl:"lease_ttl,optional"`
+	LoginBudget *int    `hcl:"login_budget,optional"`
 }
 
 type exceptionlessBlock struct {
@@ -180,6 +216,39 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		set(&cfg.Vault.TokenFile, v.TokenFile)
 		set(&cfg.Vault.Mount, v.Mount)
 		set(&cfg.Vault.Path, v.Path)
+	}
+	dur := func(field string, dst *time.Duration, v *string) error {
+		if v == nil {
+			return nil
+		}
+		d, err := time.ParseDuration(*v)
+		if err != nil || d < 0 {
+			return cfg.fieldError(field, fmt.Errorf("%q is not a duration such as \"30s\", \"15m\" or \"2h\"", *v))
+		}
+		*dst = d
+		return nil
+	}
+	if err := dur("poll_interval", &cfg.PollInterval, fc.PollInterval); err != nil {
+		return cfg, err
+	}
+	if err := dur("max_staleness", &cfg.MaxStaleness, fc.MaxStaleness); err != nil {
+		return cfg, err
+	}
+	if r := fc.Rotation; r != nil {
+		if err := dur("rotation.grace", &cfg.Rotation.Grace, r.Grace); err != nil {
+			return cfg, err
+		}
+		if err := dur("rotation.max_age", &cfg.Rotation.MaxAge, r.MaxAge); err != nil {
+			return cfg, err
+		}
+	}
+	if f := fc.Fleet; f != nil {
+		if err := dur("fleet.lease_ttl", &cfg.Fleet.LeaseTTL, f.LeaseTTL); err != nil {
+			return cfg, err
+		}
+		if f.LoginBudget != nil {
+			cfg.Fleet.LoginBudget = *f.LoginBudget
+		}
 	}
 	cfg.Exceptionless.PasswordFile = rel(cfg.Exceptionless.PasswordFile)
 	cfg.Vault.TokenFile = rel(cfg.Vault.TokenFile)
@@ -291,6 +360,28 @@ func (c *Config) Validate() error {
 	if p := c.Vault.Path; p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") ||
 		path.Clean(p) != p || strings.HasPrefix(p, "..") {
 		return c.fieldError("vault.path", errors.New(`must be a relative path under the mount, such as "exless/prod"`))
+	}
+	if c.PollInterval < time.Second {
+		return c.fieldError("poll_interval", errors.New("must be at least 1s"))
+	}
+	if c.MaxStaleness < c.PollInterval {
+		return c.fieldError("max_staleness", fmt.Errorf("must be at least poll_interval (%s)", c.PollInterval))
+	}
+	if c.Rotation.Grace <= c.PollInterval+c.MaxStaleness {
+		// Hosts that have not yet polled the new token may serve the old one
+		// for up to poll_interval + max_staleness; it must stay valid that long.
+		return c.fieldError("rotation.grace", fmt.Errorf("must exceed poll_interval + max_staleness (%s)", c.PollInterval+c.MaxStaleness))
+	}
+	if c.Rotation.MaxAge != 0 && c.Rotation.MaxAge < time.Minute {
+		return c.fieldError("rotation.max_age", errors.New("must be at least 1m, or 0 to never rotate by age"))
+	}
+	if c.Fleet.LeaseTTL < time.Second {
+		return c.fieldError("fleet.lease_ttl", errors.New("must be at least 1s"))
+	}
+	if c.Fleet.LoginBudget < 1 || c.Fleet.LoginBudget > 4 {
+		// Exceptionless refuses the sixth attempt per quarter hour, and
+		// the web UI's own logins count too: keep a margin.
+		return c.fieldError("fleet.login_budget", errors.New("must be between 1 and 4 (Exceptionless locks the account at the sixth attempt per quarter hour)"))
 	}
 	for _, r := range c.Rules {
 		if err := r.Validate(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // contractConfig is the config from the walking-skeleton issue, which must
@@ -220,3 +221,42 @@ type fixedResolver struct{}
 
 func (fixedResolver) LookupUser(string) (uint32, error)  { return 0, errors.New("unknown") }
 func (fixedResolver) LookupGroup(string) (uint32, error) { return 0, errors.New("unknown") }
+
+func TestLifecycleSettings(t *testing.T) {
+	src := contractConfig + `
+poll_interval = "10s"
+max_staleness = "30m"
+rotation {
+  grace   = "1h"
+  max_age = "720h"
+}
+fleet {
+  lease_ttl    = "20s"
+  login_budget = 2
+}`
+	cfg, err := ParseConfig("exlessd.hcl", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PollInterval != 10*time.Second || cfg.MaxStaleness != 30*time.Minute || cfg.Rotation.Grace != time.Hour ||
+		cfg.Rotation.MaxAge != 720*time.Hour || cfg.Fleet.LeaseTTL != 20*time.Second || cfg.Fleet.LoginBudget != 2 {
+		t.Errorf("parsed %+v %+v %+v", cfg.Rotation, cfg.Fleet, cfg.PollInterval)
+	}
+	for _, tc := range []struct{ edit, field string }{
+		{`poll_interval = "soon"`, "poll_interval"},
+		{"rotation {\n grace = \"1m\"\n}", "rotation.grace"},
+		{"fleet {\n login_budget = 5\n}", "fleet.login_budget"},
+		{`max_staleness = "1s"`, "max_staleness"},
+	} {
+		cfg, err := ParseConfig("exlessd.hcl", []byte(contractConfig+"\n"+tc.edit))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: error %v, want one naming %s", tc.edit, err, tc.field)
+		}
+	}
+}

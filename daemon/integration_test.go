@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -102,6 +103,10 @@ func (e *env) newStore() *vaultstore.Store {
 	return s
 }
 
+func newTestLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 func (e *env) newBroker() *daemon.Broker {
 	host, _ := os.Hostname()
 	return daemon.NewBroker(daemon.BrokerConfig{
@@ -192,7 +197,7 @@ func rootRule() []policy.Rule {
 	return []policy.Rule{{
 		Name: "me", Users: []string{fmt.Sprint(os.Getuid())},
 		Scopes: []string{"user", "client"}, Projects: []string{"*"},
-		Actions: []string{"token", "status", "reload"},
+		Actions: []string{"token", "rotate", "status", "reload"},
 	}}
 }
 

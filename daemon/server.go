@@ -31,6 +31,8 @@ type ServerConfig struct {
 	// Reload re-reads the configuration and applies it (a new policy goes
 	// through SetPolicy). It backs POST /v1/reload; nil disables that.
 	Reload func(ctx context.Context) error
+	// Attestor reads peers; nil means one with default options.
+	Attestor *peer.Attestor
 }
 
 // Server answers the socket API. Every connection it serves carries the
@@ -42,9 +44,21 @@ type Server struct {
 	names  nameCache
 	mux    *http.ServeMux
 	reload func(ctx context.Context) error
+	attest *peer.Attestor
 
 	served atomic.Uint64
 	denied atomic.Uint64
+
+	// receivers remembers which peers got which token (by fingerprint), so
+	// a rotation can say who still holds the old one.
+	recvMu    sync.Mutex
+	receivers map[string][]string
+
+	// misses counts each uid's requests for projects Exceptionless does not
+	// have, per quarter hour: a typo loop must not spend the
+	// organization's shared API budget.
+	missMu sync.Mutex
+	misses map[uint32]*missCount
 }
 
 // NewServer returns a server; Serve runs it.
@@ -52,13 +66,17 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{broker: cfg.Broker, log: cfg.Logger.With("system", "server"), reload: cfg.Reload}
+	s := &Server{broker: cfg.Broker, log: cfg.Logger.With("system", "server"), reload: cfg.Reload, attest: cfg.Attestor}
+	if s.attest == nil {
+		s.attest = peer.NewAttestor(peer.Options{})
+	}
 	s.policy.Store(cfg.Policy)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v1/token", s.handleToken)
 	s.mux.HandleFunc("/v1/whoami", s.handleWhoAmI)
 	s.mux.HandleFunc("/v1/status", s.handleStatus)
 	s.mux.HandleFunc("/v1/reload", s.handleReload)
+	s.mux.HandleFunc("/v1/rotate", s.handleRotate)
 	s.mux.HandleFunc("/v1/policy/explain", s.handleExplain)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint; see GET /v1/token, /v1/whoami, /v1/status, /v1/policy/explain and POST /v1/reload")
@@ -85,14 +103,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*peerConn); ok {
-				return context.WithValue(ctx, credKey{}, pc.caller)
+				return context.WithValue(ctx, connKey{}, pc)
 			}
 			return ctx
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(&peerListener{Listener: ln, log: s.log, attest: s.attest}) }()
+	go func() { errc <- hs.Serve(&peerListener{Listener: ln, s: s}) }()
 	select {
 	case err := <-errc:
 		return err
@@ -107,54 +125,83 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// peerListener reads each connection's credentials as it is accepted. A
-// connection whose peer cannot be identified is logged and closed here, so
-// handlers never see an unidentified peer.
+// peerListener wraps each accepted connection so that its peer is attested
+// before the first byte of a request is read. The attestation runs in the
+// connection's own goroutine (a first sight of a binary costs a hash), and a
+// connection whose peer cannot be identified fails its first read and is
+// closed, so handlers never see an unidentified peer.
 type peerListener struct {
 	net.Listener
-	log    *slog.Logger
-	attest func(net.Conn) (*caller, error)
+	s *Server
+}
+
+func (l *peerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &peerConn{Conn: c, s: l.s}, nil
 }
 
 type peerConn struct {
 	net.Conn
+	s      *Server
+	once   sync.Once
 	caller *caller
+	err    error
 }
 
-type credKey struct{}
+type connKey struct{}
 
-// attest reads who is on the other end of c.
-func (s *Server) attest(c net.Conn) (*caller, error) {
-	cred, err := peer.FromConn(c)
+func (pc *peerConn) Read(b []byte) (int, error) {
+	pc.once.Do(pc.attest)
+	if pc.err != nil {
+		return 0, pc.err
+	}
+	return pc.Conn.Read(b)
+}
+
+func (pc *peerConn) attest() {
+	c, err := pc.s.attestConn(pc.Conn)
+	if err != nil {
+		level := slog.LevelWarn
+		if errors.Is(err, peer.ErrPeerGone) {
+			level = slog.LevelInfo
+		}
+		pc.s.log.Log(context.Background(), level, "closing connection: cannot identify peer", "err", err)
+		pc.err = fmt.Errorf("peer not identified: %w", err)
+		return
+	}
+	pc.caller = c
+}
+
+// attestConn reads who is on the other end of c, as the policy needs it.
+func (s *Server) attestConn(c net.Conn) (*caller, error) {
+	wantExe := s.policy.Load().WantsExe()
+	pi, err := s.attest.Attest(c, wantExe)
 	if err != nil {
 		return nil, err
 	}
-	id := policy.Identity{UID: cred.UID, GID: cred.GID, Groups: cred.Groups}
-	if s.policy.Load().WantsExe() {
-		id.ExeErr = "executable attestation is not available in this build"
+	id := policy.Identity{
+		UID: pi.UID, GID: pi.GID, Groups: pi.Groups,
+		Unit: pi.Unit, UserUnit: pi.UserUnit,
 	}
-	return &caller{cred: cred, id: id, pin: "none"}, nil
-}
-
-func (l *peerListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		cl, err := l.attest(c)
-		if err != nil {
-			l.log.Warn("closing connection: cannot identify peer", "err", err)
-			c.Close()
-			continue
-		}
-		return &peerConn{Conn: c, caller: cl}, nil
+	switch {
+	case !wantExe:
+		id.ExeErr = "not checked: no rule uses exe_paths or exe_sha256"
+	case pi.ExeKnown():
+		id.ExePath, id.ExeSHA256 = pi.ExePath, pi.ExeSHA256
+	case pi.ExeErr != "":
+		id.ExeErr = pi.ExeErr
+	default:
+		id.ExeErr = "executable unknown"
 	}
+	return &caller{cred: pi.Cred, id: id, pin: pi.PinMethod}, nil
 }
 
 // ServeHTTP checks what applies to every request, then routes it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if _, ok := r.Context().Value(credKey{}).(*caller); !ok {
+	if pc, ok := r.Context().Value(connKey{}).(*peerConn); !ok || pc.caller == nil {
 		// Only reachable if the server is run on a listener other than
 		// Serve's; fail closed.
 		writeError(w, http.StatusInternalServerError, CodeInternal, "peer not identified")
@@ -188,7 +235,7 @@ type caller struct {
 }
 
 func (s *Server) callerOf(r *http.Request) *caller {
-	return r.Context().Value(credKey{}).(*caller)
+	return r.Context().Value(connKey{}).(*peerConn).caller
 }
 
 func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
@@ -323,6 +370,15 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if req.Scope == ScopeClient && !s.broker.Has(req.Project) {
+		if until, limited := s.missLimited(c.cred.UID); limited {
+			s.audit(c, req, d, "", "rate limited (unknown projects)")
+			w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(until).Seconds())+1))
+			writeError(w, http.StatusTooManyRequests, CodeRateLimited,
+				fmt.Sprintf("too many requests for projects Exceptionless does not have; check the project id and retry after %s", until.UTC().Format("15:04 MST")))
+			return
+		}
+	}
 	var (
 		rec Served
 		err error
@@ -335,6 +391,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrProjectNotFound):
+		s.noteMiss(c.cred.UID)
 		s.audit(c, req, d, "", "no such project")
 		writeError(w, http.StatusNotFound, CodeNotFound, "exceptionless has no project "+req.Project+" for this account")
 		return
@@ -350,6 +407,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.served.Add(1)
 	s.audit(c, req, d, rec.Token, "served")
+	s.noteReceiver(rec.Token, c)
 	writeJSON(w, http.StatusOK, tokenResponse(rec))
 }
 
@@ -372,9 +430,6 @@ func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request) {
 		groupNames[i] = s.names.group(g)
 	}
 	exe := c.id.ExeErr
-	if exe == "" && c.id.ExePath == "" {
-		exe = "not read: no rule uses exe_paths or exe_sha256"
-	}
 	writeJSON(w, http.StatusOK, WhoAmI{
 		PID: c.cred.PID, UID: c.cred.UID, GID: c.cred.GID, Groups: groups, GroupNames: groupNames,
 		User: s.names.user(c.cred.UID), Group: s.names.group(c.cred.GID),
@@ -394,6 +449,129 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, s.Status())
+}
+
+// maxMisses is how many unknown-project requests a uid may make per quarter
+// hour before it is told to wait.
+const maxMisses = 20
+
+type missCount struct {
+	window time.Time
+	n      int
+}
+
+func (s *Server) noteMiss(uid uint32) {
+	w := time.Now().UTC().Truncate(15 * time.Minute)
+	s.missMu.Lock()
+	defer s.missMu.Unlock()
+	if s.misses == nil || len(s.misses) > 10000 {
+		s.misses = map[uint32]*missCount{}
+	}
+	m := s.misses[uid]
+	if m == nil || !m.window.Equal(w) {
+		m = &missCount{window: w}
+		s.misses[uid] = m
+	}
+	m.n++
+}
+
+// missLimited reports whether uid spent its unknown-project allowance, and
+// when it is renewed.
+func (s *Server) missLimited(uid uint32) (time.Time, bool) {
+	w := time.Now().UTC().Truncate(15 * time.Minute)
+	s.missMu.Lock()
+	defer s.missMu.Unlock()
+	m := s.misses[uid]
+	if m == nil || !m.window.Equal(w) || m.n < maxMisses {
+		return time.Time{}, false
+	}
+	return w.Add(15 * time.Minute), true
+}
+
+const (
+	maxReceiversPerToken = 64
+	maxTrackedTokens     = 4096
+)
+
+func (s *Server) noteReceiver(tok exceptionless.Token, c *caller) {
+	who := fmt.Sprintf("uid %d pid %d", c.cred.UID, c.cred.PID)
+	if c.id.Unit != "" {
+		who += " unit " + c.id.Unit
+	}
+	fp := Fingerprint(tok)
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	if s.receivers == nil || len(s.receivers) > maxTrackedTokens {
+		s.receivers = map[string][]string{}
+	}
+	list := s.receivers[fp]
+	for _, w := range list {
+		if w == who {
+			return
+		}
+	}
+	if len(list) >= maxReceiversPerToken {
+		list = list[1:]
+	}
+	s.receivers[fp] = append(list, who)
+}
+
+// RotateResponse is the body of POST /v1/rotate.
+type RotateResponse struct {
+	RotateResult
+	// ReceivedBy lists the peers (and units) this daemon handed the old
+	// token to, so units that got it by LoadCredential= can be restarted.
+	ReceivedBy []string `json:"received_by"`
+}
+
+func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	c := s.callerOf(r)
+	req, ok := s.projectRequest(w, r, policy.ActionRotate)
+	if !ok {
+		return
+	}
+	if req.Scope != ScopeClient {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "only client tokens rotate: the user token is replaced by logging in again when Exceptionless rejects it")
+		return
+	}
+	grace := time.Duration(-1)
+	if g := r.URL.Query().Get("grace"); g != "" {
+		d, err := time.ParseDuration(g)
+		if err != nil || d < 0 {
+			writeError(w, http.StatusBadRequest, CodeBadRequest, "grace must be a duration such as 10m, or 0 to revoke at once")
+			return
+		}
+		grace = d
+	}
+	d, ok := s.decide(w, c, req)
+	if !ok {
+		return
+	}
+	res, err := s.broker.Rotate(r.Context(), req.Project, grace)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNothingToRotate):
+		s.audit(c, req, d, "", "nothing to rotate")
+		writeError(w, http.StatusNotFound, CodeNotFound, "no client token for project "+req.Project+" yet; fetch one first")
+		return
+	case errors.Is(err, ErrUnavailable):
+		s.audit(c, req, d, "", "unavailable")
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+		return
+	default:
+		s.audit(c, req, d, "", "failed")
+		s.log.Error("rotate failed", "err", err)
+		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error; see the exlessd journal")
+		return
+	}
+	s.audit(c, req, d, "", "rotated")
+	s.recvMu.Lock()
+	got := append([]string{}, s.receivers[res.OldFingerprint]...)
+	s.recvMu.Unlock()
+	writeJSON(w, http.StatusOK, RotateResponse{RotateResult: res, ReceivedBy: got})
 }
 
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
@@ -501,6 +679,15 @@ func (s *Server) Status() Status {
 		State: "ok", LoggedIn: b.LoggedIn, VaultReachable: b.VaultReachable,
 		ClientTokens: b.ClientTokens, DegradedReasons: b.DegradedReasons,
 		Served: s.served.Load(), Denied: s.denied.Load(),
+		Tokens: b.Tokens, LeaseHolder: b.LeaseHolder, Logins: b.Counters.Logins, Mints: b.Counters.Mints,
+		Rotations: b.Counters.Rotations, Revocations: b.Counters.Revocations,
+	}
+	if !b.LastRotation.IsZero() {
+		t := b.LastRotation
+		st.LastRotation = &t
+	}
+	if st.Tokens == nil {
+		st.Tokens = []TokenStatus{}
 	}
 	if len(st.DegradedReasons) > 0 {
 		st.State = "degraded"

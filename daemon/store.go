@@ -29,7 +29,47 @@ type Record struct {
 	ObtainedAt     time.Time
 	ObtainedBy     string    // host name of the daemon that obtained the token
 	ExpiresAt      time.Time // zero when unknown
+	// Retiring lists tokens this one replaced that are still valid during
+	// their grace period. They are revoked in Exceptionless after
+	// RevokeAfter by whichever daemon gets there first, so a pending
+	// revocation survives restarts and is finished by another host.
+	Retiring []Retiring
 }
+
+// Retiring is a replaced token awaiting revocation.
+type Retiring struct {
+	Token       exceptionless.Token
+	RevokeAfter time.Time
+}
+
+// Control is a small coordination record shared by a fleet: the lease that
+// lets one daemon at a time log in, mint or rotate, and the fleet's login
+// budget. It never holds a token.
+type Control struct {
+	// Lease fields.
+	Holder   string        // the holding daemon's id
+	Purpose  string        // e.g. "login", "mint/<project>", "rotate/<project>"
+	Nonce    string        // tags what the holder creates, for orphan clean-up
+	TTL      time.Duration // the lease ends TTL after Meta.Written
+	Released bool
+	// Budget fields.
+	Window time.Time // start of the quarter hour counted
+	Count  int
+}
+
+// Meta is what the store knows of a control record's version.
+type Meta struct {
+	Version int
+	// Written is when the version was written, by the store's clock (Vault's
+	// created_time), so that lease expiry never compares host clocks.
+	Written time.Time
+}
+
+// Keys of the control records.
+const (
+	LeaseKey  = "lease"
+	BudgetKey = "login-budget"
+)
 
 // UserKey is the storage key of the user token.
 const UserKey = "user"
@@ -54,6 +94,11 @@ type TokenStore interface {
 	// mount). A store that is missing or misconfigured can look empty, and
 	// an empty store makes the daemon log in: Ping guards that login.
 	Ping(ctx context.Context) error
+	// LoadControl and SaveControl read and check-and-set a Control record.
+	LoadControl(ctx context.Context, key string) (Control, Meta, error)
+	SaveControl(ctx context.Context, key string, c Control, version int) (int, error)
+	// Now is the store's own clock, against which Meta.Written is judged.
+	Now(ctx context.Context) (time.Time, error)
 }
 
 // Errors a TokenStore returns; callers test for them with errors.Is.

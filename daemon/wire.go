@@ -52,6 +52,14 @@ type Status struct {
 	Served          uint64   `json:"tokens_served"`
 	Denied          uint64   `json:"requests_denied"`
 	DegradedReasons []string `json:"degraded_reasons,omitempty"`
+	// Tokens lists what is held, by fingerprint, with ages and source host.
+	Tokens       []TokenStatus `json:"tokens"`
+	LeaseHolder  string        `json:"lease_holder,omitempty"`
+	LastRotation *time.Time    `json:"last_rotation,omitempty"`
+	Logins       uint64        `json:"logins"`
+	Mints        uint64        `json:"mints"`
+	Rotations    uint64        `json:"rotations"`
+	Revocations  uint64        `json:"revocations"`
 }
 
 // ErrorResponse is the body of every error reply.
@@ -68,4 +76,5 @@ const (
 	CodeUnavailable = "unavailable"
 	CodeInternal    = "internal"
 	CodeMethod      = "method_not_allowed"
+	CodeRateLimited = "rate_limited"
 )

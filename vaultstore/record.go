@@ -21,6 +21,7 @@ const (
 	fieldObtainedAt     = "obtained_at"
 	fieldObtainedBy     = "obtained_by"
 	fieldExpiresAt      = "expires_at"
+	fieldRetiring       = "retiring"
 )
 
 // FieldError reports a record field that is missing or invalid, in Vault or
@@ -74,6 +75,18 @@ func encodeRecord(key string, rec daemon.Record) (map[string]any, error) {
 	if !rec.ExpiresAt.IsZero() {
 		data[fieldExpiresAt] = rec.ExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
+	if len(rec.Retiring) > 0 {
+		// Retiring tokens live in the same record as the token that replaced
+		// them: as protected as it, and published in the same write.
+		list := make([]any, len(rec.Retiring))
+		for i, r := range rec.Retiring {
+			list[i] = map[string]any{
+				fieldToken:     r.Token.Reveal(),
+				"revoke_after": r.RevokeAfter.UTC().Format(time.RFC3339Nano),
+			}
+		}
+		data[fieldRetiring] = list
+	}
 	return data, nil
 }
 
@@ -115,6 +128,9 @@ func decodeRecord(key string, data map[string]any) (daemon.Record, error) {
 		return rec, err
 	}
 	if rec.ExpiresAt, err = timeField(key, data, fieldExpiresAt, false); err != nil {
+		return rec, err
+	}
+	if rec.Retiring, err = retiringField(key, data); err != nil {
 		return rec, err
 	}
 	if err := checkRecord(key, rec); err != nil {
@@ -231,4 +247,33 @@ func jsonKind(v any) string {
 		return "array"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// retiringField decodes the optional list of tokens awaiting revocation.
+func retiringField(key string, data map[string]any) ([]daemon.Retiring, error) {
+	v, ok := data[fieldRetiring]
+	if !ok || v == nil {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, &FieldError{key, fieldRetiring, "is " + jsonKind(v) + ", want a list"}
+	}
+	out := make([]daemon.Retiring, 0, len(list))
+	for _, item := range list {
+		m, ok := item.(map[string]any)
+		if !ok {
+			return nil, &FieldError{key, fieldRetiring, "holds " + jsonKind(item) + ", want objects"}
+		}
+		tok, err := stringField(key, m, fieldToken, true)
+		if err != nil {
+			return nil, &FieldError{key, fieldRetiring, "an entry has no token"}
+		}
+		after, err := timeField(key, m, "revoke_after", true)
+		if err != nil {
+			return nil, &FieldError{key, fieldRetiring, "an entry has no valid revoke_after"}
+		}
+		out = append(out, daemon.Retiring{Token: exceptionless.Token(tok), RevokeAfter: after})
+	}
+	return out, nil
 }

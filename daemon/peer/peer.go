@@ -1,12 +1,3 @@
-// Package peer reads who is on the other end of a Unix socket connection,
-// as the kernel reports it (SO_PEERCRED, SO_PEERGROUPS). It owns nothing but
-// that reading; deciding what a peer may do is the policy's job.
-//
-// The kernel records a stream socket's credentials when the peer calls
-// connect (or socketpair), so they describe the process that opened the
-// connection, not whoever writes to it later: a process that passes the
-// descriptor on lends its identity. That is why the daemon reads them once,
-// at accept, and never trusts anything the peer says about itself.
 package peer
 
 import (
@@ -33,16 +24,33 @@ var ErrUnsupportedConn = errors.New("peer credentials need a unix socket connect
 
 // FromConn reads the credentials of the process at the other end of c.
 func FromConn(c net.Conn) (Cred, error) {
+	cred, _, err := readSocket(c, false)
+	return cred, err
+}
+
+var errNotAsked = errors.New("SO_PEERPIDFD not asked for")
+
+// pidfdResult is the outcome of asking for SO_PEERPIDFD.
+type pidfdResult struct {
+	fd  int // -1 unless err is nil
+	err error
+}
+
+// readSocket reads SO_PEERCRED and SO_PEERGROUPS and, when wantPidfd,
+// SO_PEERPIDFD, all under one Control call so they describe the same
+// socket state.
+func readSocket(c net.Conn, wantPidfd bool) (Cred, pidfdResult, error) {
+	pfd := pidfdResult{fd: -1, err: errNotAsked}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return Cred{}, ErrUnsupportedConn
+		return Cred{}, pfd, ErrUnsupportedConn
 	}
 	if _, ok := c.(*net.UnixConn); !ok {
-		return Cred{}, ErrUnsupportedConn
+		return Cred{}, pfd, ErrUnsupportedConn
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return Cred{}, fmt.Errorf("syscall conn: %w", err)
+		return Cred{}, pfd, fmt.Errorf("syscall conn: %w", err)
 	}
 	var (
 		cred    Cred
@@ -61,19 +69,29 @@ func FromConn(c net.Conn) (Cred, error) {
 			return
 		}
 		cred.Groups = groups
+		if wantPidfd {
+			pfd.fd, pfd.err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+			if pfd.err != nil {
+				pfd.fd = -1
+			}
+		}
 	})
-	if cerr != nil {
-		return Cred{}, fmt.Errorf("raw control: %w", cerr)
+	if cerr == nil && credErr == nil && cred.PID <= 0 {
+		// A pid of 0 means the peer is in a pid namespace we cannot see
+		// into, or the socket was not connected by a process: nothing to
+		// vouch for.
+		credErr = errors.New("peer has no pid visible to this daemon")
 	}
-	if credErr != nil {
-		return Cred{}, credErr
+	if cerr != nil || credErr != nil {
+		if pfd.fd >= 0 {
+			unix.Close(pfd.fd)
+		}
+		if cerr != nil {
+			return Cred{}, pidfdResult{fd: -1}, fmt.Errorf("raw control: %w", cerr)
+		}
+		return Cred{}, pidfdResult{fd: -1}, credErr
 	}
-	// A pid of 0 means the peer is in a pid namespace we cannot see into,
-	// or the socket was not connected by a process: nothing to vouch for.
-	if cred.PID <= 0 {
-		return Cred{}, errors.New("peer has no pid visible to this daemon")
-	}
-	return cred, nil
+	return cred, pfd, nil
 }
 
 // peerGroups reads SO_PEERGROUPS, growing the buffer when the kernel says it

@@ -1,6 +1,7 @@
 package exceptionlesstest
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -395,5 +396,26 @@ func TestNoSeedAndCustomAccount(t *testing.T) {
 	defer s3.Close()
 	if len(s3.Account.Password) < 16 || s3.Account.Password == NewServer(Config{}).Account.Password {
 		t.Fatal("seeded passwords are not random")
+	}
+}
+
+func TestSetLatencyDelaysAfterTheEffect(t *testing.T) {
+	s := NewServer(Config{})
+	defer s.Close()
+	s.SetLatency("POST", "/api/v2/auth/login", 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	body := strings.NewReader(`{"email":"` + s.Account.Email + `","password":"` + s.Account.Password + `"}`)
+	req, _ := http.NewRequestWithContext(ctx, "POST", s.URL+"/api/v2/auth/login", body)
+	req.Header.Set("Content-Type", "application/json")
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the request was answered before the injected latency")
+	}
+	if _, ok := s.LoginToken(s.Account.Email); !ok {
+		t.Error("the login did not take effect before the delay")
+	}
+	s.SetLatency("POST", "/api/v2/auth/login", 0)
+	if len(s.latencies) != 0 {
+		t.Error("SetLatency(0) did not remove the rule")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ type Handler struct {
 	calls         []Call
 	loginAttempts int
 	failures      []failure
+	latencies     []latency
 }
 
 type user struct {
@@ -87,6 +89,11 @@ type counter struct {
 type failure struct {
 	method, prefix string
 	status         int
+}
+
+type latency struct {
+	method, prefix string
+	delay          time.Duration
 }
 
 // NewHandler returns a handler with cfg applied and, unless cfg.NoSeed, the
@@ -521,6 +528,32 @@ func (h *Handler) FailNext(method, pathPrefix string, status int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.failures = append(h.failures, failure{method: method, prefix: pathPrefix, status: status})
+}
+
+// SetLatency delays the answers to requests whose method matches (empty:
+// any) and whose path starts with pathPrefix by d, after the request took
+// effect; d of 0 removes the rule.
+func (h *Handler) SetLatency(method, pathPrefix string, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, l := range h.latencies {
+		if l.method == method && l.prefix == pathPrefix {
+			h.latencies = append(h.latencies[:i], h.latencies[i+1:]...)
+			break
+		}
+	}
+	if d > 0 {
+		h.latencies = append(h.latencies, latency{method: method, prefix: pathPrefix, delay: d})
+	}
+}
+
+func (h *Handler) latencyLocked(r *http.Request) time.Duration {
+	for _, l := range h.latencies {
+		if (l.method == "" || strings.EqualFold(l.method, r.Method)) && strings.HasPrefix(r.URL.Path, l.prefix) {
+			return l.delay
+		}
+	}
+	return 0
 }
 
 // SetRateLimit sets the API throttle to n requests per 15-minute window and

@@ -54,7 +54,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request returned always sees it.
 	h.calls = append(h.calls, Call{Method: r.Method, Path: redactPath(r.URL.Path), Query: redactQuery(r.URL.RawQuery),
 		Status: resp.status, Auth: q.authForm})
+	delay := h.latencyLocked(r)
 	h.mu.Unlock()
+
+	// Injected latency comes after the request took effect and before the
+	// answer leaves: a client that gives up (or dies) meanwhile has changed
+	// the server's state without learning the result, as over a slow link.
+	if delay > 0 {
+		time.Sleep(delay)
+	}
 
 	for k, v := range resp.header {
 		w.Header()[k] = v

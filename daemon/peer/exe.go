@@ -1,0 +1,265 @@
+package peer
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// hashCacheEntries bounds the cache of executable hashes.
+	hashCacheEntries = 1024
+	// hashWorkers bounds how many executables are hashed at once, so
+	// peers cannot make the daemon hash in parallel without limit.
+	hashWorkers = 2
+	// racyWindow: a file changed this recently is hashed but not cached.
+	// File times come from a coarse clock, so a write in the same tick as
+	// the previous one can leave (size, mtime, ctime) unchanged; once the
+	// last change is older than any tick, a new write must move ctime,
+	// which no one can set by hand. (Git calls this the racy-git problem.)
+	racyWindow = 3 * time.Second
+)
+
+// testHookExeReadlinked, when set, runs between reading /proc/<pid>/exe's
+// target and opening it.
+var testHookExeReadlinked func(path string)
+
+// readExe fills in the executable fields of id. Nothing here fails the
+// attestation: an executable that cannot vouch for the peer gets ExeErr,
+// and exe rules then do not match.
+func (a *Attestor) readExe(p *pin, id *Identity) {
+	path, err := readlinkAt(p.dirfd, "exe")
+	if err != nil {
+		id.ExeErr = exeErrText(p.pid, err)
+		return
+	}
+	id.ExePath = path
+	// The kernel marks a file that was unlinked (deleted, or replaced by
+	// a rename over its path) since it was executed.
+	if strings.HasSuffix(path, " (deleted)") {
+		id.ExeDeleted = true
+		id.ExeErr = "executable was deleted or replaced since the process started"
+		return
+	}
+	if testHookExeReadlinked != nil {
+		testHookExeReadlinked(path)
+	}
+	// Hash the file the process runs, opened through the magic link, not
+	// whatever is at the path now.
+	fd, err := unix.Openat(p.dirfd, "exe", unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		id.ExeErr = exeErrText(p.pid, err)
+		return
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		id.ExeErr = fmt.Sprintf("cannot stat /proc/%d/exe: %v", p.pid, err)
+		return
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		id.ExeErr = "executable is not a regular file"
+		return
+	case st.Nlink == 0:
+		id.ExeDeleted = true
+		id.ExeErr = "executable was deleted or replaced since the process started"
+		return
+	case st.Size > a.maxExe:
+		id.ExeErr = fmt.Sprintf("executable is %d bytes, over the %d-byte limit", st.Size, a.maxExe)
+		return
+	}
+	sum, err := a.hashes.sum(fd, &st)
+	if err != nil {
+		id.ExeErr = fmt.Sprintf("cannot hash /proc/%d/exe: %v", p.pid, err)
+		return
+	}
+	// The name must still lead to the file that was hashed: a path rule
+	// must not match a name that was moved or replaced meanwhile.
+	again, err := readlinkAt(p.dirfd, "exe")
+	if err != nil {
+		id.ExeErr = exeErrText(p.pid, err)
+		return
+	}
+	if again != path {
+		id.ExeDeleted = strings.HasSuffix(again, " (deleted)")
+		id.ExeErr = fmt.Sprintf("executable moved from %s to %s while it was read", path, again)
+		return
+	}
+	id.ExeSHA256 = sum
+}
+
+func exeErrText(pid int32, err error) string {
+	switch {
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return fmt.Sprintf("cannot read /proc/%d/exe: permission denied "+
+			"(exlessd needs CAP_SYS_PTRACE for another user's or a non-dumpable process's executable)", pid)
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Sprintf("cannot read /proc/%d/exe: process has no executable (exiting?)", pid)
+	}
+	return fmt.Sprintf("cannot read /proc/%d/exe: %v", pid, err)
+}
+
+func readlinkAt(dirfd int, name string) (string, error) {
+	for size := 4096 + 64; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+		if size > 1<<16 {
+			return "", errors.New("link target too long")
+		}
+	}
+}
+
+// fileKey identifies one version of one file: a write changes size, mtime
+// or ctime, and ctime cannot be set back by anyone.
+type fileKey struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func keyOf(st *unix.Stat_t) fileKey {
+	return fileKey{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+// hashCache remembers executables' hashes, so the same binary is hashed
+// once however many peers run it.
+type hashCache struct {
+	mu       sync.Mutex
+	max      int
+	racy     time.Duration
+	entries  map[fileKey]*list.Element // of *cacheEntry
+	lru      list.List                 // most recently used first
+	inflight map[fileKey]*hashCall
+	sem      chan struct{}
+	count    atomic.Uint64
+}
+
+type cacheEntry struct {
+	key fileKey
+	sum string
+}
+
+// hashCall is a hash being computed; others wanting the same file wait
+// for it instead of hashing it again.
+type hashCall struct {
+	done chan struct{}
+	sum  string
+	err  error
+}
+
+func newHashCache() *hashCache {
+	return &hashCache{
+		max:      hashCacheEntries,
+		racy:     racyWindow,
+		entries:  make(map[fileKey]*list.Element),
+		inflight: make(map[fileKey]*hashCall),
+		sem:      make(chan struct{}, hashWorkers),
+	}
+}
+
+// sum returns the hex sha256 of the file open at fd, whose fstat is st.
+func (h *hashCache) sum(fd int, st *unix.Stat_t) (string, error) {
+	key := keyOf(st)
+	if h.recent(st) {
+		return h.hash(fd, key)
+	}
+	h.mu.Lock()
+	if e, ok := h.entries[key]; ok {
+		h.lru.MoveToFront(e)
+		sum := e.Value.(*cacheEntry).sum
+		h.mu.Unlock()
+		return sum, nil
+	}
+	if c, ok := h.inflight[key]; ok {
+		h.mu.Unlock()
+		<-c.done
+		return c.sum, c.err
+	}
+	c := &hashCall{done: make(chan struct{})}
+	h.inflight[key] = c
+	h.mu.Unlock()
+
+	c.sum, c.err = h.hash(fd, key)
+
+	h.mu.Lock()
+	delete(h.inflight, key)
+	if c.err == nil {
+		h.entries[key] = h.lru.PushFront(&cacheEntry{key: key, sum: c.sum})
+		for h.lru.Len() > h.max {
+			old := h.lru.Back()
+			h.lru.Remove(old)
+			delete(h.entries, old.Value.(*cacheEntry).key)
+		}
+	}
+	h.mu.Unlock()
+	close(c.done)
+	return c.sum, c.err
+}
+
+// recent reports whether st's file changed too recently for its key to be
+// trusted (see racyWindow); a clock set back counts as recent.
+func (h *hashCache) recent(st *unix.Stat_t) bool {
+	now := time.Now()
+	for _, t := range []unix.Timespec{st.Mtim, st.Ctim} {
+		if now.Sub(time.Unix(t.Unix())) < h.racy {
+			return true
+		}
+	}
+	return false
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// hash reads exactly key.size bytes of fd from offset 0 and checks the
+// file did not change while it was read.
+func (h *hashCache) hash(fd int, key fileKey) (string, error) {
+	h.sem <- struct{}{}
+	defer func() { <-h.sem }()
+	h.count.Add(1)
+
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	sha := sha256.New()
+	var off int64
+	for off < key.size {
+		n, err := unix.Pread(fd, buf[:min(int64(len(buf)), key.size-off)], off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if n == 0 {
+			return "", errors.New("file shrank while it was hashed")
+		}
+		sha.Write(buf[:n])
+		off += int64(n)
+	}
+	if n, err := unix.Pread(fd, buf[:1], off); err != nil || n != 0 {
+		return "", errors.New("file grew while it was hashed")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", err
+	}
+	if keyOf(&st) != key {
+		return "", errors.New("file changed while it was hashed")
+	}
+	return hex.EncodeToString(sha.Sum(nil)), nil
+}

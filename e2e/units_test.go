@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+)
+
+// cgroup2Root finds the machine's cgroup v2 mount. This machine runs no
+// systemd, so the test makes cgroups named like units itself.
+func cgroup2Root(t *testing.T) string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		fields := strings.Fields(pre)
+		if ok && strings.HasPrefix(post, "cgroup2 ") && len(fields) > 4 && fields[3] == "/" {
+			return fields[4]
+		}
+	}
+	t.Fatal("no cgroup2 mount of a hierarchy root in /proc/self/mountinfo")
+	return ""
+}
+
+// unitCgroup creates a cgroup at rel under the v2 root and returns an open
+// directory for SysProcAttr.CgroupFD; it is removed after the test.
+func unitCgroup(t *testing.T, root, rel string) *os.File {
+	t.Helper()
+	dir := root
+	var made []string
+	for _, c := range strings.Split(strings.Trim(rel, "/"), "/") {
+		dir = filepath.Join(dir, c)
+		if err := os.Mkdir(dir, 0o755); err == nil {
+			made = append(made, dir)
+		} else if !errors.Is(err, os.ErrExist) {
+			t.Fatalf("create cgroup: %v", err)
+		}
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.Close()
+		for i := len(made) - 1; i >= 0; i-- {
+			for range 100 {
+				if err := syscall.Rmdir(made[i]); err == nil || !errors.Is(err, syscall.EBUSY) {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
+	return f
+}
+
+// ctlIn runs exlessctl inside a cgroup.
+func (e *daemonEnv) ctlIn(cg *os.File, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "exlessctl"), args...)
+	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket}
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: cg != nil}
+	if cg != nil {
+		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run exlessctl: %v", err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// A rule for a system unit grants a process in that unit's cgroup, and
+// nothing else: not the same process outside it, and not a same-named unit
+// under a user manager.
+func TestUnitRulesAgainstRealCgroups(t *testing.T) {
+	requireRoot(t)
+	root := cgroup2Root(t)
+	tag := fmt.Sprintf("exless-e2e-%d", os.Getpid())
+	e := startDaemon(t, "", func(a exceptionlesstest.Account) string {
+		return fmt.Sprintf(`
+rule "deploy" {
+  units    = ["%s-deploy.service"]
+  scopes   = ["client"]
+  projects = ["*"]
+}
+rule "status" {
+  users   = ["%d"]
+  actions = ["status"]
+}`, tag, os.Getuid())
+	})
+	project := e.ex.Account.Projects[0].ID
+	args := []string{"token", "--scope", "client", "--project", project}
+
+	system := unitCgroup(t, root, "/system.slice/"+tag+"-deploy.service")
+	if r := e.ctlIn(system, args...); r.code != 0 {
+		t.Errorf("in %s-deploy.service: exit %d: %s", tag, r.code, r.stderr)
+	}
+	if r := e.ctlIn(system, "whoami"); !strings.Contains(r.stdout, tag+"-deploy.service") {
+		t.Errorf("whoami in the unit does not show it:\n%s", r.stdout)
+	}
+	other := unitCgroup(t, root, "/system.slice/"+tag+"-other.service")
+	if r := e.ctlIn(other, args...); r.code != 3 || !strings.Contains(r.stderr, "no rule grants") {
+		t.Errorf("in another unit: exit %d: %s", r.code, r.stderr)
+	}
+	user := unitCgroup(t, root, "/user.slice/user-4242.slice/user@4242.service/app.slice/"+tag+"-deploy.service")
+	if r := e.ctlIn(user, args...); r.code != 3 {
+		t.Errorf("a same-named unit under a user manager: exit %d, want 3 (%s)", r.code, r.stderr)
+	}
+	if r := e.ctlIn(nil, args...); r.code != 3 {
+		t.Errorf("outside any unit: exit %d, want 3", r.code)
+	}
+	if !strings.Contains(e.stderr.String(), "unit="+tag+"-deploy.service") {
+		t.Error("the audit records do not name the unit")
+	}
+}
+
+// An exe rule pins one binary: the same uid running another binary is
+// refused.
+func TestExeRuleAllowsOnlyThePinnedBinary(t *testing.T) {
+	bin := binaries(t)
+	sum := sha256File(t, filepath.Join(bin, "exlessctl"))
+	e := startDaemon(t, "", func(exceptionlesstest.Account) string {
+		return fmt.Sprintf(`
+rule "pinned" {
+  users      = ["%d"]
+  exe_sha256 = ["%s"]
+  scopes     = ["user"]
+}`, os.Getuid(), sum)
+	})
+	if r := e.ctl(nil, "token", "--scope", "user"); r.code != 0 {
+		t.Fatalf("the pinned binary: exit %d: %s", r.code, r.stderr)
+	}
+	// Same code, another file with different bytes: a copy with a byte
+	// appended (ELF ignores trailing data) is another binary to the policy.
+	other := filepath.Join(e.dir, "exlessctl-copy")
+	data, err := os.ReadFile(filepath.Join(bin, "exlessctl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, append(data, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(other, "token", "--scope", "user")
+	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("another binary of the same uid: %v (%s), want exit 3", err, errb.String())
+	}
+	if r := e.ctl(nil, "whoami"); !strings.Contains(r.stdout, sum) {
+		t.Errorf("whoami does not show the binary's hash:\n%s", r.stdout)
+	}
+}
