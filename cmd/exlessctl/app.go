@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -15,7 +16,8 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes: the contract scripts rely on.
+// Exit codes: the contract scripts rely on. exec exits with its command's
+// status instead, once the command has started.
 const (
 	exitOK          = 0
 	exitError       = 1
@@ -24,6 +26,23 @@ const (
 	exitUnreachable = 4
 	exitUnavailable = 5
 )
+
+// description is the long help, and the man page's DESCRIPTION.
+const description = `exlessctl asks exlessd, over its Unix socket, for Exceptionless tokens and
+about its state. exlessd decides by the caller's kernel-attested identity
+(uid, gid, groups) whether to answer; 'exlessctl whoami' shows what it sees.
+
+No secret is ever taken on the command line. Output of token is only the
+token in the chosen format; errors are one line on stderr starting with
+"exlessctl:".
+
+Exit status: 0 ok; 1 other error; 2 usage error; 3 denied (by the policy, or
+by the socket's permissions); 4 exlessd unreachable; 5 Exceptionless or
+Vault unavailable. exec exits with its command's status (128+N when the
+command is killed by signal N).
+
+Environment: EXLESS_SOCKET is the socket path (default
+/run/exless/exlessd.sock); --socket, before or after the command, wins.`
 
 // usageError is a mistake in how exlessctl was called.
 type usageError struct {
@@ -41,19 +60,36 @@ func (e *usageError) Error() string {
 
 func usagef(c *cli.Context, format string, args ...any) error {
 	name := ""
-	if c != nil && c.Command != nil {
+	if c != nil && c.Command != nil && c.Command.Name != c.App.Name {
 		name = c.Command.Name
 	}
 	return &usageError{msg: fmt.Sprintf(format, args...), command: name}
 }
+
+// shown quotes a value from the command line for an error message, unless
+// it is long enough to be a credential pasted in the wrong place: error
+// lines end up in logs and CI output.
+func shown(s string) string {
+	if len(s) > 20 {
+		return fmt.Sprintf("(%d characters, not shown)", len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// childExit is how exec reports its command's status: run exits with it and
+// prints nothing, since the command has spoken for itself.
+type childExit struct{ code int }
+
+func (e *childExit) Error() string { return fmt.Sprintf("command exited with status %d", e.code) }
 
 // socketFlag is declared on the app and on every command, so that --socket
 // works before or after the command name. Only the app's copy reads
 // EXLESS_SOCKET and has the default; a command's copy counts only when it is
 // given on the command line, so the flag always beats the environment.
 func socketFlag(app bool) cli.Flag {
-	f := &cli.StringFlag{Name: "socket", Usage: "exlessd socket `PATH` (env EXLESS_SOCKET)"}
+	f := &cli.StringFlag{Name: "socket", Usage: "exlessd socket `PATH` (default: $EXLESS_SOCKET, else " + daemon.DefaultSocket + ")", TakesFile: true}
 	if app {
+		f.Usage = "exlessd socket `PATH`"
 		f.Value = daemon.DefaultSocket
 		f.EnvVars = []string{"EXLESS_SOCKET"}
 	}
@@ -80,45 +116,87 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	return usagef(c, "%v", err)
 }
 
-func newApp(stdout, stderr io.Writer) *cli.App {
+// newApp builds the CLI. argv is the command line being run: shell
+// completion reads it (urfave/cli's own completer reads os.Args instead).
+func newApp(argv []string, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "exlessctl",
+		HelpName:             "exlessctl",
 		Usage:                "get Exceptionless tokens from exlessd",
+		Description:          description,
 		Version:              version,
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		Flags:                []cli.Flag{socketFlag(true)},
 		OnUsageError:         onUsageError,
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{tokenCommand(), whoamiCommand(), statusCommand(), versionCommand()},
-		CommandNotFound: func(c *cli.Context, name string) {
-			// Reported from run: urfave/cli gives this hook no way to
-			// return an error.
-			unknownCommand = name
+		BashComplete:         completer(argv, nil),
+		Commands: []*cli.Command{
+			tokenCommand(), execCommand(), whoamiCommand(), statusCommand(), versionCommand(),
+		},
+		// Reached only without a known command: a script calling
+		// "exlessctl $cmd" with an empty or wrong $cmd must fail, not
+		// print the help and succeed.
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef(nil, "unknown command %s", shown(c.Args().First()))
+			}
+			return usagef(nil, "missing command: token, exec, whoami, status or version")
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 	for _, cmd := range app.Commands {
 		cmd.Flags = append(cmd.Flags, socketFlag(false))
 		cmd.OnUsageError = onUsageError
+		cmd.HideHelpCommand = true // "exlessctl help token" and "token --help" remain
+		cmd.BashComplete = completer(argv, cmd)
 	}
 	return app
 }
 
-var unknownCommand string
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	unknownCommand = ""
-	app := newApp(stdout, stderr)
-	err := app.RunContext(ctx, args)
-	if err == nil && unknownCommand != "" {
-		err = &usageError{msg: fmt.Sprintf("unknown command %q", unknownCommand)}
+	parsed := args
+	if isCompletion(args) && slices.Contains(args[:len(args)-1], "--") {
+		// urfave/cli treats a completion request that contains "--" as
+		// a real command line: exec would run the command. A <Tab> must
+		// never do that, so answer with no candidates.
+		if args[len(args)-2] != "--" {
+			return exitOK
+		}
+		// "--" is the word being completed, as a flag's start; urfave
+		// must not see it (the completer still does).
+		parsed = append(slices.Clone(args[:len(args)-2]), "-", completionFlag)
 	}
+	err := newApp(args, stdout, stderr).RunContext(ctx, parsed)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "exlessctl: %s\n", oneLine(err.Error()))
+	var ce *childExit
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	fmt.Fprintf(stderr, "exlessctl: %s\n", oneLine(explain(err)))
 	return exitCode(err)
+}
+
+// explain adds to an error what to do about it, where the error itself
+// does not say.
+func explain(err error) string {
+	var (
+		denied *daemon.AccessDeniedError
+		apiErr *daemon.APIError
+	)
+	switch {
+	case errors.As(err, &denied) && !denied.Socket:
+		// The daemon's text names the attested identity and what no
+		// rule grants.
+		return err.Error() + " (an operator must add a rule to exlessd's policy; 'exlessctl whoami' shows what exlessd sees of you)"
+	case errors.As(err, &apiErr) && apiErr.Unavailable():
+		return err.Error() + " (exlessd is degraded: retry later; 'exlessctl status' says why)"
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	}
+	return err.Error()
 }
 
 func exitCode(err error) int {

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -9,23 +9,114 @@ import (
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show whether exlessd is logged in and can reach Vault",
+		Usage: "show whether exlessd is logged in, can reach Vault, and why it is degraded",
+		Flags: []cli.Flag{formatFlag()},
 		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef(c, "unexpected argument %s: status takes only flags", shown(c.Args().First()))
+			}
+			if _, err := checkTextFormat(c); err != nil {
+				return err
+			}
 			s, err := client(c).Status(c.Context)
 			if err != nil {
 				return err
 			}
-			out := c.App.Writer
-			fmt.Fprintf(out, "state\t%s\n", s.State)
-			fmt.Fprintf(out, "logged in\t%t\n", s.LoggedIn)
-			fmt.Fprintf(out, "vault\t%s\n", map[bool]string{true: "reachable", false: "unreachable"}[s.VaultReachable])
-			fmt.Fprintf(out, "client tokens\t%d\n", s.ClientTokens)
-			fmt.Fprintf(out, "served\t%d\n", s.Served)
-			fmt.Fprintf(out, "denied\t%d\n", s.Denied)
-			for _, r := range s.DegradedReasons {
-				fmt.Fprintf(out, "degraded\t%s\n", r)
-			}
-			return nil
+			return writeView(c, s, renderStatus)
 		},
 	}
+}
+
+// renderStatus lays out /v1/status: state and why first, then each part.
+func renderStatus(t *table, o object) {
+	if v, ok := o.take("state"); ok {
+		t.add("state", plain("state", v))
+	}
+	if v, ok := o.take("degraded_reasons"); ok {
+		reasons, _ := v.([]any)
+		for _, r := range reasons {
+			t.add("reason", plain("reason", r))
+		}
+	}
+	if v, ok := o.take("vault_reachable"); ok {
+		t.add("vault", map[any]string{true: "reachable", false: "unreachable"}[v])
+	}
+	if v, ok := o.take("logged_in"); ok {
+		t.add("login", map[any]string{true: "logged in to Exceptionless", false: "not logged in to Exceptionless"}[v])
+	}
+	if v, ok := o.take("lease_holder"); ok && v != "" {
+		t.add("lease", "held by "+plain("", v))
+	}
+	if v, ok := o.take("client_tokens"); ok {
+		t.add("held", plain("", v)+" client tokens")
+	}
+	if v, ok := o.take("tokens"); ok {
+		tokens, _ := v.([]any)
+		for _, tok := range tokens {
+			t.add("token", tokenLine(tok))
+		}
+	}
+	if v, ok := o.take("last_rotation"); ok && v != nil {
+		t.add("rotated", "last at "+plain("", v))
+	}
+	var counts []string
+	for _, c := range []struct{ key, what string }{
+		{"tokens_served", "served"}, {"requests_denied", "refused"},
+		{"logins", "logins"}, {"mints", "mints"}, {"rotations", "rotations"}, {"revocations", "revocations"},
+	} {
+		if v, ok := o.take(c.key); ok {
+			counts = append(counts, c.what+" "+plain("", v))
+		}
+	}
+	if len(counts) > 0 {
+		t.add("counts", strings.Join(counts, ", "))
+	}
+	t.addRest(o)
+}
+
+// tokenLine renders one held token: what it is for, where and when it came
+// from, and how fresh the daemon's copy is. Never the token: the daemon
+// sends a fingerprint.
+func tokenLine(v any) string {
+	o, ok := v.(object)
+	if !ok {
+		return plain("token", v)
+	}
+	str := func(key string) string {
+		if v, ok := o.take(key); ok && v != nil && v != "" {
+			return plain(key, v)
+		}
+		return ""
+	}
+	line := str("scope")
+	if p := str("project_id"); p != "" {
+		line += " " + p
+	}
+	var facts []string
+	if by := str("obtained_by"); by != "" {
+		facts = append(facts, "from "+by)
+	}
+	if age := str("age_seconds"); age != "" {
+		facts = append(facts, age+" old")
+	}
+	o.take("obtained_at") // age says it for people
+	if stale := str("stale_seconds"); stale != "" {
+		facts = append(facts, "read from Vault "+stale+" ago")
+	}
+	if ver := str("version"); ver != "" {
+		facts = append(facts, "version "+ver)
+	}
+	if r := str("retiring"); r != "" && r != "0" {
+		facts = append(facts, r+" retiring")
+	}
+	if fp := str("fingerprint"); fp != "" {
+		facts = append(facts, "fingerprint "+fp)
+	}
+	for _, f := range o {
+		facts = append(facts, f.key+" "+plain(f.key, f.value))
+	}
+	if len(facts) > 0 {
+		line += ": " + strings.Join(facts, ", ")
+	}
+	return line
 }
