@@ -59,10 +59,17 @@ func (e *usageError) Error() string {
 }
 
 func usagef(c *cli.Context, format string, args ...any) error {
-	name := ""
-	if c != nil && c.Command != nil && c.Command.Name != c.App.Name {
-		name = c.Command.Name
+	var names []string
+	if c != nil {
+		// Walk up so that a subcommand is named with its parents
+		// ("policy explain").
+		for _, lc := range c.Lineage() {
+			if lc.Command != nil && lc.Command.Name != "" && lc.Command.Name != c.App.Name {
+				names = append([]string{lc.Command.Name}, names...)
+			}
+		}
 	}
+	name := strings.Join(names, " ")
 	return &usageError{msg: fmt.Sprintf(format, args...), command: name}
 }
 
@@ -132,7 +139,8 @@ func newApp(argv []string, stdout, stderr io.Writer) *cli.App {
 		EnableBashCompletion: true,
 		BashComplete:         completer(argv, nil),
 		Commands: []*cli.Command{
-			tokenCommand(), execCommand(), whoamiCommand(), statusCommand(), versionCommand(),
+			tokenCommand(), execCommand(), whoamiCommand(), statusCommand(),
+			rotateCommand(), reloadCommand(), policyCommand(), versionCommand(),
 		},
 		// Reached only without a known command: a script calling
 		// "exlessctl $cmd" with an empty or wrong $cmd must fail, not
@@ -141,7 +149,7 @@ func newApp(argv []string, stdout, stderr io.Writer) *cli.App {
 			if c.Args().Present() {
 				return usagef(nil, "unknown command %s", shown(c.Args().First()))
 			}
-			return usagef(nil, "missing command: token, exec, whoami, status or version")
+			return usagef(nil, "missing command: token, exec, whoami, status, rotate, reload, policy or version")
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
 	}

@@ -19,7 +19,7 @@ func TestCompletionCandidates(t *testing.T) {
 		words []string // the last is the word being completed
 		want  []string
 	}{
-		{[]string{""}, []string{"token", "exec", "whoami", "status", "version", "help"}},
+		{[]string{""}, []string{"token", "exec", "whoami", "status", "rotate", "reload", "policy", "version", "help"}},
 		{[]string{"to"}, []string{"token"}},
 		{[]string{"--so"}, []string{"--socket"}},
 		{[]string{"--socket", ""}, nil}, // a path: the shell completes files
@@ -105,7 +105,7 @@ func TestBashCompletion(t *testing.T) {
 		calls int // how often exlessctl may be run
 	}{
 		{[]string{"exlessctl", "to"}, []string{"token"}, 1},
-		{[]string{"exlessctl", ""}, []string{"token", "exec", "whoami", "status", "version", "help"}, 1},
+		{[]string{"exlessctl", ""}, []string{"token", "exec", "whoami", "status", "rotate", "reload", "policy", "version", "help"}, 1},
 		{[]string{"exlessctl", "token", "--sc"}, []string{"--scope"}, 1},
 		{[]string{"exlessctl", "token", "--scope", ""}, []string{"user", "client"}, 1},
 		{[]string{"exlessctl", "--socket", "/x", "sta"}, []string{"status"}, 1},

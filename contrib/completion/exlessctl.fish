@@ -2,7 +2,7 @@
 
 function __fish_exlessctl_no_subcommand --description 'Test if there has been any subcommand yet'
     for i in (commandline -opc)
-        if contains -- $i token exec whoami status version
+        if contains -- $i token exec whoami status rotate reload policy explain version
             return 1
         end
     end
@@ -35,6 +35,33 @@ complete -c exlessctl -n '__fish_seen_subcommand_from status' -f -l help -s h -d
 complete -r -c exlessctl -n '__fish_exlessctl_no_subcommand' -a 'status' -d 'show whether exlessd is logged in, can reach Vault, and why it is degraded'
 complete -c exlessctl -n '__fish_seen_subcommand_from status' -f -l format -r -d 'output FORMAT: text (a table for people) or json (the daemon\'s reply, for scripts)'
 complete -c exlessctl -n '__fish_seen_subcommand_from status' -l socket -r -d 'exlessd socket PATH (default: $EXLESS_SOCKET, else /run/exless/exlessd.sock)'
+complete -c exlessctl -n '__fish_seen_subcommand_from rotate' -f -l help -s h -d 'show help'
+complete -r -c exlessctl -n '__fish_exlessctl_no_subcommand' -a 'rotate' -d 'replace a project\'s client token, revoking the old one after a grace period'
+complete -c exlessctl -n '__fish_seen_subcommand_from rotate' -f -l scope -r -d 'client (the user token is never rotated this way)'
+complete -c exlessctl -n '__fish_seen_subcommand_from rotate' -f -l project -r -d 'project ID or ORG/NAME'
+complete -c exlessctl -n '__fish_seen_subcommand_from rotate' -f -l grace -r -d 'how long the old token stays valid, e.g. 10m; 0 revokes at once (default: the daemon\'s rotation.grace)'
+complete -c exlessctl -n '__fish_seen_subcommand_from rotate' -f -l format -r -d 'output FORMAT: text (a table for people) or json (the daemon\'s reply, for scripts)'
+complete -c exlessctl -n '__fish_seen_subcommand_from rotate' -l socket -r -d 'exlessd socket PATH (default: $EXLESS_SOCKET, else /run/exless/exlessd.sock)'
+complete -c exlessctl -n '__fish_seen_subcommand_from reload' -f -l help -s h -d 'show help'
+complete -r -c exlessctl -n '__fish_exlessctl_no_subcommand' -a 'reload' -d 'make exlessd re-read its configuration (a bad one is refused and the old one stays)'
+complete -c exlessctl -n '__fish_seen_subcommand_from reload' -l socket -r -d 'exlessd socket PATH (default: $EXLESS_SOCKET, else /run/exless/exlessd.sock)'
+complete -c exlessctl -n '__fish_seen_subcommand_from policy' -f -l help -s h -d 'show help'
+complete -r -c exlessctl -n '__fish_exlessctl_no_subcommand' -a 'policy' -d 'inspect exlessd\'s policy'
+complete -c exlessctl -n '__fish_seen_subcommand_from policy' -l socket -r -d 'exlessd socket PATH (default: $EXLESS_SOCKET, else /run/exless/exlessd.sock)'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l help -s h -d 'show help'
+complete -r -c exlessctl -n '__fish_seen_subcommand_from policy' -a 'explain' -d 'say whether an identity would get a token or action, and which rule decides'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l uid -r -d 'numeric UID'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l user -r -d 'user NAME (resolved here)'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l gid -r -d 'primary group GID'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l group -r -d 'primary group NAME (resolved here)'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l groups -r -d 'supplementary groups, GID,...'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l unit -r -d 'systemd UNIT, e.g. deploy.service or user@1000.service/app.slice/x.service'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -l exe -r -d 'executable PATH; its sha256 is computed here'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l action -r -d 'ACTION: token, rotate, reload, status or metrics'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l scope -r -d 'user or client (for token and rotate)'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l project -r -d 'project ID or ORG/NAME (for scope client)'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -l config -r -d 'evaluate this config FILE here instead of asking exlessd'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l format -r -d 'output FORMAT: text (a table for people) or json (the daemon\'s reply, for scripts)'
 complete -c exlessctl -n '__fish_seen_subcommand_from version' -f -l help -s h -d 'show help'
 complete -r -c exlessctl -n '__fish_exlessctl_no_subcommand' -a 'version' -d 'print exlessctl\'s version'
 complete -c exlessctl -n '__fish_seen_subcommand_from version' -l socket -r -d 'exlessd socket PATH (default: $EXLESS_SOCKET, else /run/exless/exlessd.sock)'

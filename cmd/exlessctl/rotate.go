@@ -1,0 +1,82 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/exless/exless/daemon"
+)
+
+func rotateCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "rotate",
+		Usage:     "replace a project's client token, revoking the old one after a grace period",
+		UsageText: "exlessctl rotate --scope client --project ID|ORG/NAME [--grace 10m]\n   exlessctl rotate --scope client --project ID --grace 0   # leaked token: revoke at once",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "scope", Value: daemon.ScopeClient, Usage: "`client` (the user token is never rotated this way)"},
+			&cli.StringFlag{Name: "project", Usage: "project `ID` or ORG/NAME"},
+			&cli.StringFlag{Name: "grace", Usage: "how long the old token stays valid, e.g. 10m; 0 revokes at once (default: the daemon's rotation.grace)"},
+			formatFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usagef(c, "unexpected argument %s: rotate takes only flags", shown(c.Args().First()))
+			}
+			if _, err := checkTextFormat(c); err != nil {
+				return err
+			}
+			switch c.String("scope") {
+			case daemon.ScopeClient:
+			case daemon.ScopeUser:
+				return usagef(c, "the user token is not rotated: exlessd logs in again when Exceptionless rejects it (logging out would end every session of the account)")
+			default:
+				return usagef(c, "--scope must be client, not %s", shown(c.String("scope")))
+			}
+			project := c.String("project")
+			if project == "" {
+				return usagef(c, "--project is required")
+			}
+			grace := time.Duration(-1)
+			if g := c.String("grace"); g != "" {
+				d, err := time.ParseDuration(g)
+				if err != nil || d < 0 {
+					return usagef(c, "--grace must be a duration such as 10m, or 0, not %s", shown(g))
+				}
+				grace = d
+			}
+			res, err := client(c).Rotate(c.Context, project, grace)
+			if err != nil {
+				return err
+			}
+			return writeView(c, res, renderRotate)
+		},
+	}
+}
+
+func renderRotate(t *table, o object) {
+	for _, k := range []struct{ key, label string }{
+		{"project_id", "project"}, {"old_fingerprint", "old"}, {"new_fingerprint", "new"},
+	} {
+		if v, ok := o.take(k.key); ok {
+			t.add(k.label, plain("", v))
+		}
+	}
+	revoked, _ := o.take("revoked")
+	after, _ := o.take("revoke_after")
+	if revoked == true {
+		t.add("revoked", "the old token is revoked")
+	} else if after != nil {
+		t.add("revoke", "the old token stays valid until "+plain("", after))
+	}
+	if v, ok := o.take("received_by"); ok {
+		got, _ := v.([]any)
+		if len(got) == 0 {
+			t.add("holders", "this daemon gave the old token to nobody")
+		}
+		for _, g := range got {
+			t.add("holder", plain("", g)+" (restart it to pick up the new token)")
+		}
+	}
+	t.addRest(o)
+}
