@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path"
@@ -35,6 +36,9 @@ type Config struct {
 	MaxStaleness time.Duration
 	Rotation     RotationConfig
 	Fleet        FleetConfig
+	// AllowPlainHTTP permits http:// URLs for Exceptionless and Vault on
+	// hosts other than loopback. Tokens would cross the network in clear.
+	AllowPlainHTTP bool
 
 	file   string
 	ranges map[string]hcl.Range // field path -> where the file set it
@@ -111,6 +115,7 @@ type fileConfig struct {
 	Vault         *vaultBlock         `hcl:"vault,block"`
 	Rules         []ruleBlock         `hcl:"rule,block"`
 	PollInterval  *string             `hcl:"poll_interval,optional"`
+	AllowPlain    *bool               `hcl:"allow_plain_http,optional"`
 	MaxStaleness  *string             `hcl:"max_staleness,optional"`
 	Rotation      *rotationBlock      `hcl:"rotation,block"`
 	Fleet         *fleetBlock         `hcl:"fleet,block"`
@@ -228,6 +233,9 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		*dst = d
 		return nil
 	}
+	if fc.AllowPlain != nil {
+		cfg.AllowPlainHTTP = *fc.AllowPlain
+	}
 	if err := dur("poll_interval", &cfg.PollInterval, fc.PollInterval); err != nil {
 		return cfg, err
 	}
@@ -311,6 +319,22 @@ func diagError(diags hcl.Diagnostics) error {
 	return errors.New(strings.Join(msgs, "; "))
 }
 
+// checkPlain refuses http:// to anything but loopback unless the config
+// says otherwise: tokens and passwords would cross the network in clear.
+func (c *Config) checkPlain(u *url.URL) error {
+	if u.Scheme != "http" || c.AllowPlainHTTP {
+		return nil
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("plain http to %s would send tokens in clear: use https, or set allow_plain_http = true", host)
+}
+
 // Validate checks values and says which field is wrong and how to fix it.
 func (c *Config) Validate() error {
 	if c.ranges == nil {
@@ -339,6 +363,9 @@ func (c *Config) Validate() error {
 	if u.User != nil {
 		return c.fieldError("exceptionless.url", errors.New("must not carry credentials; use email and password_file"))
 	}
+	if err := c.checkPlain(u); err != nil {
+		return c.fieldError("exceptionless.url", err)
+	}
 	if strings.TrimSpace(c.Exceptionless.Email) == "" {
 		return c.fieldError("exceptionless.email", errors.New("required: the account to log in as"))
 	}
@@ -352,6 +379,9 @@ func (c *Config) Validate() error {
 		u, err := url.Parse(c.Vault.Address)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return c.fieldError("vault.address", errors.New("must be an http or https URL with a host"))
+		}
+		if err := c.checkPlain(u); err != nil {
+			return c.fieldError("vault.address", err)
 		}
 	}
 	if c.Vault.Mount == "" || strings.Contains(c.Vault.Mount, "/") {

@@ -260,3 +260,29 @@ fleet {
 		}
 	}
 }
+
+func TestPlainHTTPOnlyToLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		url, extra string
+		ok         bool
+	}{
+		{"http://127.0.0.1:5000", "", true},
+		{"http://localhost:5000", "", true},
+		{"http://[::1]:5000", "", true},
+		{"http://api.example.com", "", false},
+		{"http://api.example.com", "allow_plain_http = true", true},
+		{"https://api.example.com", "", true},
+	} {
+		src := strings.Replace(contractConfig, `"https://api.exceptionless.com"`, `"`+tc.url+`"`, 1) + "\n" + tc.extra
+		cfg, err := ParseConfig("exlessd.hcl", []byte(src))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s %s: %v, want ok=%v", tc.url, tc.extra, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "allow_plain_http") {
+			t.Errorf("error %q does not say how to allow it", err)
+		}
+	}
+}
