@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	vault "github.com/hashicorp/vault/api"
-
 	"github.com/exless/exless/daemon"
 )
 
@@ -28,12 +26,11 @@ func (s *Store) LoadControl(ctx context.Context, key string) (daemon.Control, da
 	if err := checkPath(key); err != nil {
 		return daemon.Control{}, daemon.Meta{}, fmt.Errorf("read vault record %q: bad key: %w", key, err)
 	}
-	sec, err := s.kv.Get(ctx, s.path+"/"+key)
-	if errors.Is(err, vault.ErrSecretNotFound) {
-		return daemon.Control{}, daemon.Meta{}, fmt.Errorf("read vault record %q: %w", key, daemon.ErrNotFound)
-	}
+	// getKV: with the store's auth (AppRole login on demand, a new token
+	// after a 403) and failover.
+	sec, err := s.getKV(ctx, key)
 	if err != nil {
-		return daemon.Control{}, daemon.Meta{}, fmt.Errorf("read vault record %q: %w", key, s.vaultErr(err))
+		return daemon.Control{}, daemon.Meta{}, err
 	}
 	if sec.VersionMetadata == nil || sec.VersionMetadata.Version <= 0 {
 		return daemon.Control{}, daemon.Meta{}, fmt.Errorf("read vault record %q: no version metadata: is mount %q KV version 2?", key, s.mount)
@@ -93,17 +90,9 @@ func (s *Store) SaveControl(ctx context.Context, key string, c daemon.Control, v
 	if !c.Window.IsZero() {
 		data[ctlWindow] = c.Window.UTC().Format(time.RFC3339Nano)
 	}
-	sec, err := s.kv.Put(ctx, s.path+"/"+key, data, vault.WithCheckAndSet(version))
-	if err != nil {
-		if isCASMismatch(err) {
-			return 0, fmt.Errorf("write vault record %q at version %d: %w", key, version, daemon.ErrConflict)
-		}
-		return 0, fmt.Errorf("write vault record %q: %w", key, s.vaultErr(err))
-	}
-	if sec == nil || sec.VersionMetadata == nil {
-		return 0, fmt.Errorf("write vault record %q: vault returned no version: is mount %q KV version 2?", key, s.mount)
-	}
-	return sec.VersionMetadata.Version, nil
+	// putKV: check-and-set with cas_required on the key, and the store's
+	// auth and failover.
+	return s.putKV(ctx, key, data, version)
 }
 
 // Now returns Vault's clock (sys/health's server_time_utc, in seconds), the

@@ -285,18 +285,26 @@ func TestTokenSourceOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name    string
-		cfg     Config
-		env     string
-		want    string
-		wantErr string
+		name       string
+		cfg        Config
+		env        string
+		want       string
+		wantErr    string
+		wantUseErr string
 	}{
 		{name: "inline wins", cfg: Config{Token: "inline", TokenFile: file}, env: "from-env", want: "inline"},
 		{name: "file before env", cfg: Config{TokenFile: file}, env: "from-env", want: "from-file"},
 		{name: "env last", env: "from-env", want: "from-env"},
-		{name: "none", wantErr: "set vault.token_file or VAULT_TOKEN"},
-		{name: "missing file", cfg: Config{TokenFile: filepath.Join(dir, "nope")}, env: "from-env", wantErr: "no such file"},
-		{name: "empty file", cfg: Config{TokenFile: empty}, env: "from-env", wantErr: "is empty"},
+		{name: "none", wantErr: "set vault.token_file, vault.approle or VAULT_TOKEN"},
+		// A Vault Agent may not have written its sink yet: New succeeds, the
+		// store has no token (not VAULT_TOKEN: the file was asked for) and
+		// says why on use.
+		{name: "missing file", cfg: Config{TokenFile: filepath.Join(dir, "nope")}, env: "from-env", wantUseErr: "no such file"},
+		{name: "empty file", cfg: Config{TokenFile: empty}, env: "from-env", wantUseErr: "is empty"},
+		{name: "approle excludes token", cfg: Config{Token: "x", AppRole: &AppRoleConfig{RoleIDFile: file, SecretIDFile: file}}, wantErr: "set one of token, token_file and approle"},
+		{name: "approle needs both files", cfg: Config{AppRole: &AppRoleConfig{RoleIDFile: file}}, wantErr: "role_id_file and secret_id_file are both required"},
+		{name: "approle missing role id", cfg: Config{AppRole: &AppRoleConfig{RoleIDFile: filepath.Join(dir, "nope"), SecretIDFile: file}}, wantErr: "no such file"},
+		{name: "approle has no token yet", cfg: Config{AppRole: &AppRoleConfig{RoleIDFile: file, SecretIDFile: file}}, env: "from-env", want: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("VAULT_TOKEN", tc.env)
@@ -313,6 +321,15 @@ func TestTokenSourceOrder(t *testing.T) {
 			}
 			if got := s.client.Token(); got != tc.want {
 				t.Errorf("token source = %q, want %q", got, tc.want)
+			}
+			if tc.wantUseErr != "" {
+				_, err := s.auth.use(t.Context())
+				if err == nil || !strings.Contains(err.Error(), tc.wantUseErr) {
+					t.Errorf("use() = %v, want an error containing %q", err, tc.wantUseErr)
+				}
+				if ok, reason := s.AuthStatus(); ok || !strings.Contains(reason, tc.wantUseErr) {
+					t.Errorf("AuthStatus() = %t, %q, want false and a reason containing %q", ok, reason, tc.wantUseErr)
+				}
 			}
 		})
 	}

@@ -359,8 +359,8 @@ func TestMissingToken(t *testing.T) {
 	srv := vaulttest.Shared(t)
 	t.Setenv("VAULT_TOKEN", "")
 	_, err := vaultstore.New(t.Context(), vaultstore.Config{Address: srv.Addr})
-	if err == nil || !strings.Contains(err.Error(), "set vault.token_file or VAULT_TOKEN") {
-		t.Errorf("New without a token = %v, want a hint to set vault.token_file or VAULT_TOKEN", err)
+	if err == nil || !strings.Contains(err.Error(), "set vault.token_file, vault.approle or VAULT_TOKEN") {
+		t.Errorf("New without a token = %v, want a hint to set vault.token_file, vault.approle or VAULT_TOKEN", err)
 	}
 }
 

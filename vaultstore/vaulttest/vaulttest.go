@@ -1,10 +1,15 @@
-// Package vaulttest starts real HashiCorp Vault dev servers for tests.
+// Package vaulttest starts real HashiCorp Vault servers for tests.
 //
 // It owns the test fixture only: finding the Vault binary that
 // scripts/vault.sh builds, running `vault server -dev` on a free loopback
-// port with a random root token, waiting until it is healthy and stopping it
-// again. It talks to Vault with net/http alone, so that any package's tests
-// can use it without linking the Vault API client.
+// port with a random root token (Start, Shared), a restartable server with
+// file storage that keeps its data (StartPersistent, optionally with a TLS
+// listener that requires client certificates), and a Raft cluster whose
+// leader a test can kill (StartCluster). The non-dev servers are
+// initialised with one key share and unsealed through the HTTP API, so the
+// root token and the unseal key never appear on a command line, in a file
+// or in test output. It talks to Vault with net/http alone, so that any
+// package's tests can use it without linking the Vault API client.
 //
 // Tests never skip when Vault is missing: a skipped storage test is a hole
 // nobody sees. Start and Shared fail the test with a message saying how to
@@ -93,6 +98,7 @@ type Server struct {
 	logPath  string
 	logFile  *os.File
 	stopOnce sync.Once
+	mask     []string // more secrets to mask in log tails (an unseal key)
 }
 
 // Start runs a fresh dev server for tb and stops it when tb's cleanup runs.
@@ -230,39 +236,17 @@ func startOnce(bin, dir string, port int) (*Server, error) {
 		return nil, err
 	}
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	cmd := exec.Command(bin, "server", "-dev",
-		"-dev-no-store-token", // else it writes ~/.vault-token
-		"-dev-listen-address="+listen,
-	)
-	cmd.Dir = dir
 	// The root token goes in through the environment: argv is readable by
 	// every user on the host (/proc/PID/cmdline).
-	cmd.Env = append(serverEnv(home, tmp), "VAULT_DEV_ROOT_TOKEN_ID="+tok)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Own process group: a ^C meant for `go test` does not stop Vault
-	// midway through a test. Pdeathsig: when the test binary dies (even by
-	// SIGKILL) the kernel kills Vault too, so no server outlives a crashed
-	// run. Pdeathsig follows the forking OS thread; the Go runtime only
-	// retires threads locked by a goroutine that exits, which ours is not.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	s, err := launch(bin, dir, []string{"server", "-dev",
+		"-dev-no-store-token", // else it writes ~/.vault-token
+		"-dev-listen-address=" + listen,
+	}, append(serverEnv(home, tmp), "VAULT_DEV_ROOT_TOKEN_ID="+tok), logFile)
+	if err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, err
 	}
-	s := &Server{
-		Addr:    "http://" + listen,
-		Token:   tok,
-		PID:     cmd.Process.Pid,
-		cmd:     cmd,
-		done:    make(chan struct{}),
-		logPath: logPath,
-		logFile: logFile,
-	}
-	go func() {
-		s.waitErr = cmd.Wait()
-		close(s.done)
-	}()
+	s.Addr, s.Token, s.logPath = "http://"+listen, tok, logPath
 	if err := s.waitHealthy(startTimeout); err != nil {
 		// A server that never became healthy holds nothing worth a clean
 		// shutdown, and after a failed bind Vault idles 2 s before exiting.
@@ -272,6 +256,36 @@ func startOnce(bin, dir string, port int) (*Server, error) {
 		}
 		return nil, fmt.Errorf("vault dev server on %s: %v; log %s:\n%s", listen, err, logPath, s.logTail())
 	}
+	return s, nil
+}
+
+// launch starts bin with args in dir, its output going to logFile, and
+// returns the running Server with PID and process fields set.
+func launch(bin, dir string, args, env []string, logFile *os.File) (*Server, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	// Own process group: a ^C meant for `go test` does not stop Vault
+	// midway through a test. Pdeathsig: when the test binary dies (even by
+	// SIGKILL) the kernel kills Vault too, so no server outlives a crashed
+	// run. Pdeathsig follows the forking OS thread; the Go runtime only
+	// retires threads locked by a goroutine that exits, which ours is not.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	s := &Server{
+		PID:     cmd.Process.Pid,
+		cmd:     cmd,
+		done:    make(chan struct{}),
+		logFile: logFile,
+	}
+	go func() {
+		s.waitErr = cmd.Wait()
+		close(s.done)
+	}()
 	return s, nil
 }
 
@@ -345,7 +359,24 @@ var client = &http.Client{
 	Timeout:   10 * time.Second,
 }
 
+// tlsClients holds the HTTP client of each TLS node, by address.
+var tlsClients sync.Map
+
+// clientFor returns the HTTP client for a server address.
+func clientFor(addr string) *http.Client {
+	if c, ok := tlsClients.Load(addr); ok {
+		return c.(*http.Client)
+	}
+	return client
+}
+
 func (s *Server) waitHealthy(timeout time.Duration) error {
+	return s.waitFor(timeout, func(code int) bool { return code == http.StatusOK })
+}
+
+// waitFor polls /v1/sys/health until want accepts its status, the process
+// exits, its log reports a port clash, or timeout passes.
+func (s *Server) waitFor(timeout time.Duration, want func(code int) bool) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
@@ -359,16 +390,20 @@ func (s *Server) waitHealthy(timeout time.Duration) error {
 			if s.portClash() {
 				return errPortTaken
 			}
-			return fmt.Errorf("exited before becoming healthy (%v)", s.waitErr)
+			return fmt.Errorf("exited before becoming ready (%v)", s.waitErr)
 		default:
 		}
-		err := s.health()
-		if err == nil {
+		code, err := healthCode(s.Addr)
+		if err == nil && want(code) {
 			return nil
 		}
-		last = err.Error()
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("sys/health: %d", code)
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not healthy after %s: %s", timeout, last)
+			return fmt.Errorf("not ready after %s: %s", timeout, last)
 		}
 		select {
 		case <-s.done:
@@ -380,22 +415,32 @@ func (s *Server) waitHealthy(timeout time.Duration) error {
 // health reports nil when /v1/sys/health answers 200 (initialised, unsealed,
 // active).
 func (s *Server) health() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
+	code, err := healthCode(s.Addr)
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
+	if code != http.StatusOK {
+		return fmt.Errorf("sys/health: %d", code)
+	}
+	return nil
+}
+
+// healthCode returns the status of addr's /v1/sys/health: 200 active, 429
+// standby, 501 not initialised, 503 sealed.
+func healthCode(addr string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/v1/sys/health", nil)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	resp, err := clientFor(addr).Do(req)
+	if err != nil {
+		return 0, err
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("sys/health: %s", resp.Status)
-	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // Healthy reports whether the server answers /v1/sys/health with 200.
@@ -436,6 +481,11 @@ func (s *Server) Env() []string {
 // JSON. It returns the status and the decoded JSON response (nil when the
 // body is empty). Other packages' tests use it to seed or inspect Vault.
 func (s *Server) Do(ctx context.Context, method, path string, body any) (int, map[string]any, error) {
+	return request(ctx, s.Addr, s.Token, method, path, body)
+}
+
+// request is Do against any address, with token if not empty.
+func request(ctx context.Context, addr, token, method, path string, body any) (int, map[string]any, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -444,15 +494,17 @@ func (s *Server) Do(ctx context.Context, method, path string, body any) (int, ma
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, s.Addr+"/v1/"+strings.TrimPrefix(path, "/"), rd)
+	req, err := http.NewRequestWithContext(ctx, method, addr+"/v1/"+strings.TrimPrefix(path, "/"), rd)
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set("X-Vault-Token", s.Token)
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := client.Do(req)
+	resp, err := clientFor(addr).Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -494,8 +546,10 @@ func (s *Server) logTail() string {
 		}
 	}
 	out := strings.Join(lines, "\n")
-	if s.Token != "" {
-		out = strings.ReplaceAll(out, s.Token, "[REDACTED]")
+	for _, sec := range append([]string{s.Token}, s.mask...) {
+		if sec != "" {
+			out = strings.ReplaceAll(out, sec, "[REDACTED]")
+		}
 	}
 	return out
 }
