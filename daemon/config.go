@@ -49,15 +49,31 @@ type ExceptionlessConfig struct {
 	URL          string
 	Email        string
 	PasswordFile string
+	CAFile       string // extra CA for a private Exceptionless server
 }
 
 // VaultConfig says where tokens are kept. The Vault token itself is never
 // in the config: it comes from TokenFile or VAULT_TOKEN.
 type VaultConfig struct {
-	Address   string // empty: VAULT_ADDR
-	TokenFile string // empty: VAULT_TOKEN
-	Mount     string
-	Path      string
+	Address        string   // empty: VAULT_ADDR
+	Addresses      []string // several nodes, tried in turn; Address is the first if both are set
+	TokenFile      string   // empty: AppRole, else VAULT_TOKEN
+	AppRole        *AppRoleConfig
+	Mount          string
+	Path           string
+	Namespace      string // Vault Enterprise
+	CAFile         string
+	ClientCertFile string
+	ClientKeyFile  string
+	TLSServerName  string
+}
+
+// AppRoleConfig is Vault AppRole login with ids read from files (a bare
+// file name is looked up in $CREDENTIALS_DIRECTORY).
+type AppRoleConfig struct {
+	RoleIDFile   string
+	SecretIDFile string
+	Mount        string // default "approle"
 }
 
 // RotationConfig governs client token rotation.
@@ -135,13 +151,27 @@ type exceptionlessBlock struct {
 	URL          *string `hcl:"url,optional"`
 	Email        *string `hcl:"email,optional"`
 	PasswordFile *string `hcl:"password_file,optional"`
+	CAFile       *string `hcl:"ca_file,optional"`
 }
 
 type vaultBlock struct {
-	Address   *string `hcl:"address,optional"`
-	TokenFile *string `hcl:"token_file,optional"`
-	Mount     *string `hcl:"mount,optional"`
-	Path      *string `hcl:"path,optional"`
+	Address        *string       `hcl:"address,optional"`
+	Addresses      []string      `hcl:"addresses,optional"`
+	TokenFile      *string       `hcl:"token_file,optional"`
+	AppRole        *approleBlock `hcl:"approle,block"`
+	Mount          *string       `hcl:"mount,optional"`
+	Path           *string       `hcl:"path,optional"`
+	Namespace      *string       `hcl:"namespace,optional"`
+	CAFile         *string       `hcl:"ca_file,optional"`
+	ClientCertFile *string       `hcl:"client_cert_file,optional"`
+	ClientKeyFile  *string       `hcl:"client_key_file,optional"`
+	TLSServerName  *string       `hcl:"tls_server_name,optional"`
+}
+
+type approleBlock struct {
+	RoleIDFile   string  `hcl:"role_id_file"`
+	SecretIDFile string  `hcl:"secret_id_file"`
+	Mount        *string `hcl:"mount,optional"`
 }
 
 type ruleBlock struct {
@@ -197,6 +227,16 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		}
 		return filepath.Join(base, p)
 	}
+	// A bare file name (no slash) names a systemd credential when the
+	// daemon runs with one ($CREDENTIALS_DIRECTORY, from LoadCredential=);
+	// otherwise it is relative to the config file like any other path.
+	credDir := os.Getenv("CREDENTIALS_DIRECTORY")
+	relCred := func(p string) string {
+		if p != "" && credDir != "" && !strings.Contains(p, "/") && p != "." && p != ".." {
+			return filepath.Join(credDir, p)
+		}
+		return rel(p)
+	}
 	set := func(dst *string, v *string) {
 		if v != nil {
 			*dst = *v
@@ -215,12 +255,23 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		set(&cfg.Exceptionless.URL, e.URL)
 		set(&cfg.Exceptionless.Email, e.Email)
 		set(&cfg.Exceptionless.PasswordFile, e.PasswordFile)
+		set(&cfg.Exceptionless.CAFile, e.CAFile)
 	}
 	if v := fc.Vault; v != nil {
 		set(&cfg.Vault.Address, v.Address)
+		cfg.Vault.Addresses = v.Addresses
 		set(&cfg.Vault.TokenFile, v.TokenFile)
 		set(&cfg.Vault.Mount, v.Mount)
 		set(&cfg.Vault.Path, v.Path)
+		set(&cfg.Vault.Namespace, v.Namespace)
+		set(&cfg.Vault.CAFile, v.CAFile)
+		set(&cfg.Vault.ClientCertFile, v.ClientCertFile)
+		set(&cfg.Vault.ClientKeyFile, v.ClientKeyFile)
+		set(&cfg.Vault.TLSServerName, v.TLSServerName)
+		if a := v.AppRole; a != nil {
+			cfg.Vault.AppRole = &AppRoleConfig{RoleIDFile: a.RoleIDFile, SecretIDFile: a.SecretIDFile}
+			set(&cfg.Vault.AppRole.Mount, a.Mount)
+		}
 	}
 	dur := func(field string, dst *time.Duration, v *string) error {
 		if v == nil {
@@ -258,8 +309,15 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 			cfg.Fleet.LoginBudget = *f.LoginBudget
 		}
 	}
-	cfg.Exceptionless.PasswordFile = rel(cfg.Exceptionless.PasswordFile)
-	cfg.Vault.TokenFile = rel(cfg.Vault.TokenFile)
+	cfg.Exceptionless.PasswordFile = relCred(cfg.Exceptionless.PasswordFile)
+	cfg.Vault.TokenFile = relCred(cfg.Vault.TokenFile)
+	cfg.Vault.CAFile = rel(cfg.Vault.CAFile)
+	cfg.Vault.ClientCertFile = rel(cfg.Vault.ClientCertFile)
+	cfg.Vault.ClientKeyFile = relCred(cfg.Vault.ClientKeyFile)
+	cfg.Exceptionless.CAFile = rel(cfg.Exceptionless.CAFile)
+	if a := cfg.Vault.AppRole; a != nil {
+		a.RoleIDFile, a.SecretIDFile = relCred(a.RoleIDFile), relCred(a.SecretIDFile)
+	}
 	for _, r := range fc.Rules {
 		cfg.Rules = append(cfg.Rules, policy.Rule{
 			Name: r.Name, Users: r.Users, Groups: r.Groups, Units: r.Units,
@@ -372,16 +430,34 @@ func (c *Config) Validate() error {
 	if c.Exceptionless.PasswordFile == "" {
 		return c.fieldError("exceptionless.password_file", errors.New("required: a file holding the password (a systemd credential is best)"))
 	}
-	if c.Vault.Address == "" && os.Getenv("VAULT_ADDR") == "" {
-		return c.fieldError("vault.address", errors.New("required (or set VAULT_ADDR)"))
+	if c.Vault.Address == "" && len(c.Vault.Addresses) == 0 && os.Getenv("VAULT_ADDR") == "" {
+		return c.fieldError("vault.address", errors.New("required (or vault.addresses, or VAULT_ADDR)"))
 	}
-	if c.Vault.Address != "" {
-		u, err := url.Parse(c.Vault.Address)
+	for i, a := range append([]string{c.Vault.Address}, c.Vault.Addresses...) {
+		if a == "" {
+			continue
+		}
+		field := "vault.address"
+		if i > 0 {
+			field = "vault.addresses"
+		}
+		u, err := url.Parse(a)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return c.fieldError("vault.address", errors.New("must be an http or https URL with a host"))
+			return c.fieldError(field, fmt.Errorf("%q must be an http or https URL with a host", a))
 		}
 		if err := c.checkPlain(u); err != nil {
-			return c.fieldError("vault.address", err)
+			return c.fieldError(field, err)
+		}
+	}
+	if (c.Vault.ClientCertFile == "") != (c.Vault.ClientKeyFile == "") {
+		return c.fieldError("vault.client_cert_file", errors.New("client_cert_file and client_key_file go together"))
+	}
+	if a := c.Vault.AppRole; a != nil {
+		if c.Vault.TokenFile != "" {
+			return c.fieldError("vault.approle", errors.New("use token_file or approle, not both"))
+		}
+		if a.RoleIDFile == "" || a.SecretIDFile == "" {
+			return c.fieldError("vault.approle", errors.New("needs role_id_file and secret_id_file"))
 		}
 	}
 	if c.Vault.Mount == "" || strings.Contains(c.Vault.Mount, "/") {

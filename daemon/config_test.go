@@ -286,3 +286,23 @@ func TestPlainHTTPOnlyToLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestCredentialNames(t *testing.T) {
+	t.Setenv("CREDENTIALS_DIRECTORY", "/run/credentials/exlessd.service")
+	src := strings.Replace(contractConfig, `"/run/credentials/exlessd.service/exceptionless-password"`, `"exceptionless-password"`, 1)
+	src = strings.Replace(src, `token_file = "/run/credentials/exlessd.service/vault-token"`, `approle {
+    role_id_file   = "role-id"
+    secret_id_file = "secret-id"
+  }`, 1)
+	cfg, err := ParseConfig("/etc/exless/exlessd.hcl", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Exceptionless.PasswordFile != "/run/credentials/exlessd.service/exceptionless-password" ||
+		cfg.Vault.AppRole == nil || cfg.Vault.AppRole.SecretIDFile != "/run/credentials/exlessd.service/secret-id" {
+		t.Errorf("credential names not resolved: %q %+v", cfg.Exceptionless.PasswordFile, cfg.Vault.AppRole)
+	}
+}
