@@ -748,15 +748,15 @@ func (b *Broker) upstreamFailure(err error) {
 
 // TokenStatus describes one held token, without the token.
 type TokenStatus struct {
-	Scope       string    `json:"scope"`
-	ProjectID   string    `json:"project_id,omitempty"`
-	ObtainedBy  string    `json:"obtained_by,omitempty"`
-	ObtainedAt  time.Time `json:"obtained_at"`
-	AgeSeconds  float64   `json:"age_seconds"`   // since obtained
-	StaleSecond float64   `json:"stale_seconds"` // since last read from Vault
-	Version     int       `json:"version"`
-	Retiring    int       `json:"retiring,omitempty"`
-	Fingerprint string    `json:"fingerprint"`
+	Scope        string    `json:"scope"`
+	ProjectID    string    `json:"project_id,omitempty"`
+	ObtainedBy   string    `json:"obtained_by,omitempty"`
+	ObtainedAt   time.Time `json:"obtained_at"`
+	AgeSeconds   float64   `json:"age_seconds"`   // since obtained
+	StaleSeconds float64   `json:"stale_seconds"` // since last read from Vault
+	Version      int       `json:"version"`
+	Retiring     int       `json:"retiring,omitempty"`
+	Fingerprint  string    `json:"fingerprint"`
 }
 
 // BrokerStatus is the broker's part of Status.
@@ -783,7 +783,7 @@ func (b *Broker) Status() BrokerStatus {
 	add := func(h *heldToken) {
 		s.Tokens = append(s.Tokens, TokenStatus{
 			Scope: h.rec.Scope, ProjectID: h.rec.ProjectID, ObtainedBy: h.rec.ObtainedBy, ObtainedAt: h.rec.ObtainedAt,
-			AgeSeconds: now.Sub(h.rec.ObtainedAt).Seconds(), StaleSecond: now.Sub(h.read).Seconds(),
+			AgeSeconds: now.Sub(h.rec.ObtainedAt).Seconds(), StaleSeconds: now.Sub(h.read).Seconds(),
 			Version: h.version, Retiring: len(h.rec.Retiring), Fingerprint: Fingerprint(h.rec.Token),
 		})
 	}
@@ -803,8 +803,8 @@ func (b *Broker) Status() BrokerStatus {
 		s.DegradedReasons = append(s.DegradedReasons, b.upstreamProblem)
 	}
 	for _, t := range s.Tokens {
-		if time.Duration(t.StaleSecond*float64(time.Second)) > b.cfg.PollInterval*3 {
-			s.DegradedReasons = append(s.DegradedReasons, fmt.Sprintf("serving tokens last confirmed in vault %s ago", time.Duration(t.StaleSecond*float64(time.Second)).Round(time.Second)))
+		if time.Duration(t.StaleSeconds*float64(time.Second)) > b.cfg.PollInterval*3 {
+			s.DegradedReasons = append(s.DegradedReasons, fmt.Sprintf("serving tokens last confirmed in vault %s ago", time.Duration(t.StaleSeconds*float64(time.Second)).Round(time.Second)))
 			break
 		}
 	}

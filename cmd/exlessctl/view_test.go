@@ -18,9 +18,9 @@ var (
 		State: "ok", LoggedIn: true, VaultReachable: true, ClientTokens: 1, Served: 1234, Denied: 2,
 		Tokens: []daemon.TokenStatus{
 			{Scope: "user", ObtainedBy: "host-a", ObtainedAt: time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC),
-				AgeSeconds: 86400 + 3725.4, StaleSecond: 3, Version: 4, Fingerprint: "ab12cd34"},
+				AgeSeconds: 86400 + 3725.4, StaleSeconds: 3, Version: 4, Fingerprint: "ab12cd34"},
 			{Scope: "client", ProjectID: "0123456789abcdef01234567", ObtainedBy: "host-b",
-				ObtainedAt: time.Date(2025, 3, 2, 12, 0, 0, 0, time.UTC), AgeSeconds: 12, StaleSecond: 0.4,
+				ObtainedAt: time.Date(2025, 3, 2, 12, 0, 0, 0, time.UTC), AgeSeconds: 12, StaleSeconds: 0.4,
 				Version: 2, Retiring: 1, Fingerprint: "ef567890"},
 		},
 		LeaseHolder: "host-a", LastRotation: &lastRotation, Logins: 1, Mints: 3, Rotations: 1,
