@@ -11,7 +11,7 @@ BINS        := bin/exlessd bin/exlessctl bin/exceptionless-testserver
 # the repository (see scripts/vault.sh).
 export EXLESS_VAULT_BIN := $(shell scripts/vault.sh path)
 
-.PHONY: all build vault test unit lint demo clean
+.PHONY: all build vault deps test unit lint demo clean
 
 all: build
 
@@ -22,9 +22,12 @@ build:
 vault:
 	@scripts/vault.sh build >/dev/null
 
+deps:
+	@scripts/deps.sh test
+
 # The whole suite: lint, then every test (unit, real Vault, the Exceptionless
 # test server, peers of other uids) under the race detector.
-test: vault lint
+test: deps vault lint
 	$(GO) test -race -count=1 ./...
 
 # Fast tests only: no race detector (still needs Vault for storage tests).
@@ -33,11 +36,19 @@ unit: vault
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod verify
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
 demo: build vault
+	@scripts/deps.sh demo
 	scripts/demo.sh
 
 clean:
 	rm -rf bin dist
+
+# .deb and .rpm in dist/ (nfpm used as a Go module; binaries built with cgo
+# so names resolve through NSS; version from git, see packaging.Version).
+.PHONY: package
+package:
+	$(GO) run ./packaging/build -out dist

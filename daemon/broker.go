@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -793,8 +794,10 @@ func (b *Broker) Status() BrokerStatus {
 	for _, h := range b.clients {
 		add(h)
 	}
-	if b.user == nil && b.userProblem != "" {
+	if b.user == nil && b.userProblem != "" && !(b.vaultProblem != "" && strings.HasPrefix(b.userProblem, "vault")) {
 		s.DegradedReasons = append(s.DegradedReasons, "not logged in: "+b.userProblem)
+	} else if b.user == nil && b.vaultProblem != "" {
+		s.DegradedReasons = append(s.DegradedReasons, "not logged in")
 	}
 	if b.vaultProblem != "" {
 		s.DegradedReasons = append(s.DegradedReasons, b.vaultProblem)

@@ -1,20 +1,31 @@
 # exlessd configuration. See the README for every setting.
-# The password and Vault token come in as systemd credentials (see
-# LoadCredential= in exlessd.service); put them in /etc/exless/credentials/.
+#
+# This is the example the package installs, and it points at example hosts.
+# Until you make it yours, exlessd runs "not configured": it starts, answers
+# every request with an error saying so, and says so in `systemctl status`.
+# Set the values below for this site, check them with
+# `exlessd config validate --online`, then delete the next line and run
+# `systemctl restart exlessd`.
+configured = false
 
+# Under systemd the socket comes from exlessd.socket, which sets the same path,
+# mode and group; these settings apply when exlessd runs on its own.
 socket       = "/run/exless/exlessd.sock"
 socket_mode  = "0660"
 socket_group = "exless"
 
 exceptionless {
-  url           = "https://api.exceptionless.com"
-  email         = "ops@example.com"
-  password_file = "/run/credentials/exlessd.service/exceptionless-password"
+  url   = "https://api.exceptionless.com"
+  email = "ops@example.com"
+  # A bare name is a systemd credential (LoadCredential= in exlessd.service):
+  # put the password in /etc/exless/credentials/exceptionless-password.
+  password_file = "exceptionless-password"
 }
 
 vault {
   address    = "https://vault.example.com:8200"
-  token_file = "/run/credentials/exlessd.service/vault-token"
+  # The credential /etc/exless/credentials/vault-token.
+  token_file = "vault-token"
   mount      = "secret"
   path       = "exless/prod"
 }
@@ -24,4 +35,5 @@ rule "ops" {
   users    = ["root"]
   scopes   = ["user", "client"]
   projects = ["*"]
+  actions  = ["token", "status", "reload"]
 }
