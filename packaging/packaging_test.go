@@ -105,6 +105,7 @@ func docFiles(t *testing.T) map[string]string {
 	want := map[string]string{}
 	for src, dst := range map[string]string{
 		"contrib/man/exlessctl.1":           "/usr/share/man/man1/exlessctl.1",
+		"contrib/man/exlessd.8":             "/usr/share/man/man8/exlessd.8",
 		"contrib/completion/exlessctl.bash": "/usr/share/bash-completion/completions/exlessctl",
 		"contrib/completion/_exlessctl":     "/usr/share/zsh/vendor-completions/_exlessctl",
 		"contrib/completion/exlessctl.fish": "/usr/share/fish/vendor_completions.d/exlessctl.fish",
