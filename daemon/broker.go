@@ -625,6 +625,9 @@ func (b *Broker) mint(ctx context.Context, user exceptionless.Token, projectID, 
 		b.log.Info("minted and stored a client token", "project", projectID, "version", newVersion, "token_fp", Fingerprint(rec.Token))
 		return b.keepClient(projectID, rec, newVersion), nil
 	case errors.Is(err, ErrConflict):
+		if cur, v, ok := b.landed(ctx, key, vt.ID); ok {
+			return b.keepClient(projectID, cur, v), nil
+		}
 		b.revoke(ctx, user, projectID, vt.ID)
 		if h := b.adoptClient(ctx, projectID); h != nil {
 			return h, nil
@@ -638,6 +641,19 @@ func (b *Broker) mint(ctx context.Context, user exceptionless.Token, projectID, 
 		b.revoke(ctx, user, projectID, vt.ID)
 		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
 	}
+}
+
+// landed reports whether a write that came back as a conflict was in fact
+// our own: a write that reached a Vault leader just before it died is
+// replayed on the new leader and conflicts with itself. Revoking the token
+// then would revoke the one Vault holds.
+func (b *Broker) landed(ctx context.Context, key string, tok exceptionless.Token) (Record, int, bool) {
+	rec, v, err := b.cfg.Store.Load(ctx, key)
+	if err != nil || rec.Token != tok {
+		return Record{}, 0, false
+	}
+	b.log.Info("a write reported as a conflict had landed (replayed after a Vault failover)", "key", key)
+	return rec, v, true
 }
 
 func (b *Broker) revoke(ctx context.Context, user exceptionless.Token, projectID string, ids ...exceptionless.Token) {

@@ -79,6 +79,11 @@ func (b *Broker) rotate(ctx context.Context, projectID string, grace, olderThan 
 			}
 			next.Retiring = append(append([]Retiring(nil), rec.Retiring...), Retiring{Token: rec.Token, RevokeAfter: now.Add(grace)})
 			newVersion, err := b.cfg.Store.Save(ctx, key, next, version)
+			if errors.Is(err, ErrConflict) {
+				if cur, v, ok := b.landed(ctx, key, vt.ID); ok {
+					next, newVersion, err = cur, v, nil
+				}
+			}
 			if err != nil {
 				// Not published: nobody has the new token, so revoke it.
 				b.revoke(ctx, user.rec.Token, projectID, vt.ID)
