@@ -11,7 +11,7 @@ BINS        := bin/exlessd bin/exlessctl bin/exceptionless-testserver
 # the repository (see scripts/vault.sh).
 export EXLESS_VAULT_BIN := $(shell scripts/vault.sh path)
 
-.PHONY: all build vault deps test unit lint demo clean
+.PHONY: all build vault deps test unit lint fuzz vulncheck demo clean
 
 all: build
 
@@ -29,6 +29,28 @@ deps:
 # test server, peers of other uids) under the race detector.
 test: deps vault lint
 	$(GO) test -race -count=1 ./...
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+
+# Every fuzz target for FUZZTIME each (make test runs them briefly; run them
+# longer with e.g. make fuzz FUZZTIME=10m). A crash is saved under the
+# package's testdata/fuzz/ and then fails every later go test until fixed.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./daemon:FuzzParseConfig ./daemon:FuzzSocketAPI \
+	./daemon/peer:FuzzParseCgroup ./daemon/peer:FuzzParseStat \
+	./daemon/exceptionless:FuzzResponses ./daemon/credsock:FuzzParseAddr \
+	./vaultstore:FuzzDecodeRecord ./cmd/exlessctl:FuzzMaskWriter
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
+			{ echo "fuzz $$name found a failure: rerun: go test -run '^$$' -fuzz '^$$name\$$' $$pkg"; exit 1; }; \
+	done
+
+# Known vulnerabilities in dependencies. govulncheck needs its database
+# online, which CI here cannot reach; run it where the network allows.
+vulncheck:
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
 
 # Fast tests only: no race detector (still needs Vault for storage tests).
 unit: vault
@@ -52,3 +74,14 @@ clean:
 .PHONY: package
 package:
 	$(GO) run ./packaging/build -out dist
+
+# side with a direct Vault read and a bare-socket floor, whole-process CLI
+# timings, daemon memory and policy cost, checked against the targets. The
+# default is a short smoke run; numbers worth keeping come from e.g.
+#   make bench BENCHFLAGS='-duration 5s -warmup 1s -rounds 3 -cli-runs 200 -out bench/results'
+BENCHFLAGS ?=
+.PHONY: bench
+bench: vault
+	@mkdir -p bin
+	$(GO) build -o bin/exless-bench ./bench/cmd/exless-bench
+	bin/exless-bench $(BENCHFLAGS)

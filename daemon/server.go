@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/user"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,6 +220,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, `bad Host header; use "localhost" or "exlessd"`)
 		return
 	}
+	// The mux would redirect an unclean path; nothing legitimate sends one.
+	if p := r.URL.Path; p == "" || path.Clean(p) != p {
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint")
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -319,8 +325,23 @@ func (s *Server) decide(w http.ResponseWriter, c *caller, req policy.Request) (p
 
 // projectRequest reads scope and project from a request, resolving an
 // "organization/name" project to its id, and fills in the project's name
-// when the policy has rules that name projects.
+// when the policy has rules that name projects. Names are resolved (which
+// may call Exceptionless) only for a peer that some rule could grant.
 func (s *Server) projectRequest(w http.ResponseWriter, r *http.Request, action string) (policy.Request, bool) {
+	req, ok := s.parseProjectRequest(w, r, action)
+	if !ok || req.Scope != ScopeClient {
+		return req, ok
+	}
+	c := s.callerOf(r)
+	pol := s.policy.Load()
+	if r.URL.Path != "/v1/policy/explain" && !pol.MayAct(c.id, action, ScopeClient) {
+		s.decide(w, c, req) // refuses, audits and answers 403
+		return req, false
+	}
+	return s.resolveProject(w, r, req)
+}
+
+func (s *Server) parseProjectRequest(w http.ResponseWriter, r *http.Request, action string) (policy.Request, bool) {
 	q := r.URL.Query()
 	req := policy.Request{Action: action, Scope: q.Get("scope"), Project: q.Get("project")}
 	switch req.Scope {
@@ -335,6 +356,14 @@ func (s *Server) projectRequest(w http.ResponseWriter, r *http.Request, action s
 		writeError(w, http.StatusBadRequest, CodeBadRequest, `scope must be "user" or "client"`)
 		return req, false
 	}
+	if !policy.ValidProjectID(req.Project) && !policy.IsProjectName(req.Project) {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "scope=client needs project=<project id> or project=<organization>/<project name>")
+		return req, false
+	}
+	return req, true
+}
+
+func (s *Server) resolveProject(w http.ResponseWriter, r *http.Request, req policy.Request) (policy.Request, bool) {
 	switch {
 	case policy.ValidProjectID(req.Project):
 		if s.policy.Load().WantsProjectNames() {

@@ -1,6 +1,7 @@
 package vaultstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -422,4 +423,31 @@ func assertNoSecret(t *testing.T, s, secret string) {
 		// Report without echoing the secret itself.
 		t.Errorf("output contains a secret (%d bytes of output)", len(s))
 	}
+}
+
+// FuzzDecodeRecord: whatever JSON a record key holds in Vault (another tool
+// may have written it), decoding returns a record or an error, never
+// panics, and an error never carries the token field's value.
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add([]byte(`{"schema":1,"token":"abcdefghijabcdefghijabcdefghijabcdefghij","scope":"user","obtained_at":"2026-01-02T03:04:05Z"}`))
+	f.Add([]byte(`{"schema":1,"token":"x","scope":"client","project_id":"537650f3b77efe23a47914f4","obtained_at":"2026-01-02T03:04:05Z","retiring":[{"token":"y","revoke_after":"2026-01-02T03:04:05Z"}]}`))
+	f.Add([]byte(`{"schema":99}`))
+	f.Add([]byte(`{"schema":"1","retiring":{}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m map[string]any
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		if dec.Decode(&m) != nil {
+			return
+		}
+		for _, key := range []string{"user", "client/537650f3b77efe23a47914f4"} {
+			_, err := decodeRecord(key, m)
+			if err == nil {
+				continue
+			}
+			if tok, ok := m["token"].(string); ok && len(tok) >= 8 && strings.Contains(err.Error(), tok) {
+				t.Fatalf("decode error reveals the token field")
+			}
+		}
+	})
 }

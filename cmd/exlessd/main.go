@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // exitConfig is EX_CONFIG from sysexits.h. exlessd.service lists it in
@@ -19,6 +21,11 @@ import (
 const exitConfig = 78
 
 func main() {
+	// No core dumps and no ptrace by other processes of the same user: the
+	// daemon's memory holds the account's token. (Go cannot promise more:
+	// net/http, encoding/json and TLS copy secrets into buffers it does not
+	// wipe, so memory locking is not attempted.)
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Stdout, os.Stderr); err != nil {

@@ -511,6 +511,22 @@ func (p *Policy) Decide(id Identity, req Request) Decision {
 	return Decision{}
 }
 
+// MayAct reports whether some rule matching id grants action on scope for at
+// least one project. The server asks it before resolving a project name, so
+// that a peer with no such grant cannot make the daemon call Exceptionless.
+func (p *Policy) MayAct(id Identity, action, scope string) bool {
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.why(id) != "" || !slices.Contains(r.actions, action) {
+			continue
+		}
+		if (scope == ScopeUser && r.userScope) || (scope == ScopeClient && r.client) {
+			return true
+		}
+	}
+	return false
+}
+
 // Explain is Decide with the verdict of every rule.
 func (p *Policy) Explain(id Identity, req Request) Explanation {
 	ex := Explanation{Rules: []RuleVerdict{}}
