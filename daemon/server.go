@@ -419,27 +419,37 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rec, err = s.broker.ClientToken(r.Context(), req.Project)
 	}
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrProjectNotFound):
-		s.noteMiss(c.cred.UID)
-		s.audit(c, req, d, "", "no such project")
-		writeError(w, http.StatusNotFound, CodeNotFound, "exceptionless has no project "+req.Project+" for this account")
-		return
-	case errors.Is(err, ErrUnavailable):
-		s.audit(c, req, d, "", "unavailable")
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
-		return
-	default:
-		s.audit(c, req, d, "", "failed")
-		s.log.Error("token request failed", "err", err)
-		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error; see the exlessd journal")
+	if err != nil {
+		if errors.Is(err, ErrProjectNotFound) {
+			s.noteMiss(c.cred.UID)
+		}
+		s.failGranted(w, c, req, d, err)
 		return
 	}
 	s.served.Add(1)
 	s.audit(c, req, d, rec.Token, "served")
 	s.noteReceiver(rec.Token, c)
 	writeJSON(w, http.StatusOK, tokenResponse(rec))
+}
+
+// failGranted answers a granted request that the broker could not serve,
+// audits it, and keeps Vault and Exceptionless details in the journal.
+func (s *Server) failGranted(w http.ResponseWriter, c *caller, req policy.Request, d policy.Decision, err error) {
+	switch {
+	case errors.Is(err, ErrProjectNotFound):
+		s.audit(c, req, d, "", "no such project")
+		writeError(w, http.StatusNotFound, CodeNotFound, "exceptionless has no project "+req.Project+" for this account")
+	case errors.Is(err, ErrNothingToRotate):
+		s.audit(c, req, d, "", "nothing to rotate")
+		writeError(w, http.StatusNotFound, CodeNotFound, "no client token for project "+req.Project+" yet; fetch one first")
+	case errors.Is(err, ErrUnavailable):
+		s.audit(c, req, d, "", "unavailable")
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
+	default:
+		s.audit(c, req, d, "", "failed")
+		s.log.Error("request failed", "action", req.Action, "err", err)
+		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error; see the exlessd journal")
+	}
 }
 
 func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request) {
@@ -582,20 +592,8 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.broker.Rotate(r.Context(), req.Project, grace)
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrNothingToRotate):
-		s.audit(c, req, d, "", "nothing to rotate")
-		writeError(w, http.StatusNotFound, CodeNotFound, "no client token for project "+req.Project+" yet; fetch one first")
-		return
-	case errors.Is(err, ErrUnavailable):
-		s.audit(c, req, d, "", "unavailable")
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
-		return
-	default:
-		s.audit(c, req, d, "", "failed")
-		s.log.Error("rotate failed", "err", err)
-		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error; see the exlessd journal")
+	if err != nil {
+		s.failGranted(w, c, req, d, err)
 		return
 	}
 	s.audit(c, req, d, "", "rotated")

@@ -212,14 +212,22 @@ type result struct {
 // ctl runs exlessctl, as cred if not nil.
 func (e *daemonEnv) ctl(cred *syscall.Credential, args ...string) result {
 	e.t.Helper()
+	var attr *syscall.SysProcAttr
+	if cred != nil {
+		attr = &syscall.SysProcAttr{Credential: cred}
+	}
+	return e.run(attr, args...)
+}
+
+// run runs exlessctl with the given process attributes.
+func (e *daemonEnv) run(attr *syscall.SysProcAttr, args ...string) result {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "exlessctl"), args...)
 	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket, "HOME=/"}
 	cmd.Dir = "/"
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
+	cmd.SysProcAttr = attr
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

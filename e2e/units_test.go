@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -73,25 +72,7 @@ func unitCgroup(t *testing.T, root, rel string) *os.File {
 // ctlIn runs exlessctl inside a cgroup.
 func (e *daemonEnv) ctlIn(cg *os.File, args ...string) result {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "exlessctl"), args...)
-	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket}
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: cg != nil}
-	if cg != nil {
-		cmd.SysProcAttr.CgroupFD = int(cg.Fd())
-	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("run exlessctl: %v", err)
-	}
-	return result{out.String(), errb.String(), code}
+	return e.run(&syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}, args...)
 }
 
 // A rule for a system unit grants a process in that unit's cgroup, and
@@ -131,7 +112,7 @@ rule "status" {
 	if r := e.ctlIn(user, args...); r.code != 3 {
 		t.Errorf("a same-named unit under a user manager: exit %d, want 3 (%s)", r.code, r.stderr)
 	}
-	if r := e.ctlIn(nil, args...); r.code != 3 {
+	if r := e.ctl(nil, args...); r.code != 3 {
 		t.Errorf("outside any unit: exit %d, want 3", r.code)
 	}
 	if !strings.Contains(e.stderr.String(), "unit="+tag+"-deploy.service") {
