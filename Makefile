@@ -75,6 +75,7 @@ clean:
 package:
 	$(GO) run ./packaging/build -out dist
 
+# Benchmarks (issue 6; see bench/README.md): exlessd's cached fetch side by
 # side with a direct Vault read and a bare-socket floor, whole-process CLI
 # timings, daemon memory and policy cost, checked against the targets. The
 # default is a short smoke run; numbers worth keeping come from e.g.
