@@ -149,7 +149,8 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 		return &UnreachableError{Socket: c.Socket, Err: unwrapURLError(err)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	// Status lists every held token; 10,000 of them take over 1 MB.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
 	if err != nil {
 		return fmt.Errorf("read reply from exlessd: %w", err)
 	}

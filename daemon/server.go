@@ -259,7 +259,7 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 
 // audit logs one decision as one record, with everything known of the
 // caller and, for a grant, a fingerprint of the token (never the token).
-func (s *Server) audit(c *caller, req policy.Request, d policy.Decision, tok exceptionless.Token, outcome string) {
+func (s *Server) audit(c *caller, req policy.Request, d policy.Decision, fp string, outcome string) {
 	attrs := []any{
 		"decision", map[bool]string{true: "allow", false: "deny"}[d.Allow],
 		"action", req.Action, "uid", c.cred.UID, "gid", c.cred.GID, "pid", c.cred.PID, "pin", c.pin,
@@ -279,8 +279,8 @@ func (s *Server) audit(c *caller, req policy.Request, d policy.Decision, tok exc
 	if c.id.ExeSHA256 != "" {
 		attrs = append(attrs, "exe_sha256", c.id.ExeSHA256)
 	}
-	if !tok.IsZero() {
-		attrs = append(attrs, "token_fp", Fingerprint(tok))
+	if fp != "" {
+		attrs = append(attrs, "token_fp", fp)
 	}
 	if outcome != "" {
 		attrs = append(attrs, "outcome", outcome)
@@ -427,8 +427,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.served.Add(1)
-	s.audit(c, req, d, rec.Token, "served")
-	s.noteReceiver(rec.Token, c)
+	fp := Fingerprint(rec.Token)
+	s.audit(c, req, d, fp, "served")
+	s.noteReceiver(fp, c)
 	writeJSON(w, http.StatusOK, tokenResponse(rec))
 }
 
@@ -534,12 +535,11 @@ const (
 	maxTrackedTokens     = 4096
 )
 
-func (s *Server) noteReceiver(tok exceptionless.Token, c *caller) {
+func (s *Server) noteReceiver(fp string, c *caller) {
 	who := fmt.Sprintf("uid %d pid %d", c.cred.UID, c.cred.PID)
 	if c.id.Unit != "" {
 		who += " unit " + c.id.Unit
 	}
-	fp := Fingerprint(tok)
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
 	if s.receivers == nil || len(s.receivers) > maxTrackedTokens {

@@ -405,6 +405,37 @@ func MatchUnit(pattern string, id Identity) bool {
 	return ok
 }
 
+// matches reports whether the rule matches id. It is why without the
+// reasons: Decide runs on every request and must not format strings for
+// each rule that does not match.
+func (r *compiledRule) matches(id Identity) bool {
+	if len(r.Users) > 0 && !slices.Contains(r.uids, id.UID) {
+		return false
+	}
+	if len(r.Groups) > 0 && !slices.ContainsFunc(r.gids, id.hasGroup) {
+		return false
+	}
+	if len(r.Units) > 0 && (id.Unit == "" || !slices.ContainsFunc(r.Units, func(g string) bool { return MatchUnit(g, id) })) {
+		return false
+	}
+	if len(r.ExePaths)+len(r.ExeSHA256) > 0 && id.ExeErr != "" {
+		return false
+	}
+	if len(r.ExePaths) > 0 && (id.ExePath == "" || !slices.ContainsFunc(r.ExePaths, func(g string) bool { ok, _ := path.Match(g, id.ExePath); return ok })) {
+		return false
+	}
+	if len(r.sha) > 0 && (id.ExeSHA256 == "" || !slices.Contains(r.sha, id.ExeSHA256) && !slices.Contains(r.sha, strings.ToLower(id.ExeSHA256))) {
+		return false
+	}
+	if slices.Contains(r.notUIDs, id.UID) || slices.ContainsFunc(r.notGIDs, id.hasGroup) {
+		return false
+	}
+	if id.Unit != "" && slices.ContainsFunc(r.NotUnits, func(g string) bool { return MatchUnit(g, id) }) {
+		return false
+	}
+	return true
+}
+
 // why returns "" when the rule matches id, else the first reason it does not.
 func (r *compiledRule) why(id Identity) string {
 	if len(r.Users) > 0 && !slices.Contains(r.uids, id.UID) {
@@ -499,12 +530,30 @@ func (r *compiledRule) refusal(req Request) string {
 	return ""
 }
 
+// grants reports whether the rule grants req: refusal without the reason.
+func (r *compiledRule) grants(req Request) bool {
+	act := req.action()
+	if !slices.Contains(r.actions, act) {
+		return false
+	}
+	if act != ActionToken && act != ActionRotate {
+		return true
+	}
+	switch req.Scope {
+	case ScopeUser:
+		return r.userScope
+	case ScopeClient:
+		return r.client && r.hasProject(req)
+	}
+	return false
+}
+
 // Decide reports whether id may have what req asks for, and which rule
 // grants it. Rules are tried in order; the first grant wins.
 func (p *Policy) Decide(id Identity, req Request) Decision {
 	for i := range p.rules {
 		r := &p.rules[i]
-		if r.why(id) == "" && r.refusal(req) == "" {
+		if r.grants(req) && r.matches(id) {
 			return Decision{Allow: true, Rule: r.Name}
 		}
 	}
@@ -517,7 +566,7 @@ func (p *Policy) Decide(id Identity, req Request) Decision {
 func (p *Policy) MayAct(id Identity, action, scope string) bool {
 	for i := range p.rules {
 		r := &p.rules[i]
-		if r.why(id) != "" || !slices.Contains(r.actions, action) {
+		if !slices.Contains(r.actions, action) || !r.matches(id) {
 			continue
 		}
 		if (scope == ScopeUser && r.userScope) || (scope == ScopeClient && r.client) {
@@ -565,7 +614,7 @@ func (p *Policy) Grants(id Identity) []Grant {
 	var out []Grant
 	for i := range p.rules {
 		r := &p.rules[i]
-		if r.why(id) == "" {
+		if r.matches(id) {
 			out = append(out, Grant{Rule: r.Name, Actions: slices.Clone(r.actions), Scopes: slices.Clone(r.Scopes), Projects: slices.Clone(r.Projects)})
 		}
 	}

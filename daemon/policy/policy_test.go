@@ -239,3 +239,29 @@ func TestCompileRejects(t *testing.T) {
 		t.Errorf("Compile with an unknown negated group = %v, want an error (a negation must not fail open)", err)
 	}
 }
+
+// The fast path (matches, grants) and the explained one (why, refusal) must
+// never disagree.
+func TestDecideAgreesWithExplainEverywhere(t *testing.T) {
+	p := testPolicy(t)
+	ids := []Identity{
+		{UID: 0}, {UID: 1000, Groups: []uint32{600}}, {UID: 1666, GID: 500}, {UID: 2001, GID: 500, Groups: []uint32{666}},
+		{UID: 4242, Unit: "deploy-prod.service"}, {UID: 4242, Unit: "deploy-test.service"},
+		{UID: 1000, Unit: "user@1000.service/app.slice/x.service", UserUnit: true},
+		{UID: 2000, ExePath: "/usr/local/bin/tool", ExeSHA256: shaA}, {UID: 2000, ExePath: "/usr/local/bin/tool", ExeSHA256: strings.ToUpper(shaA)},
+		{UID: 2000, ExeErr: "x"},
+	}
+	reqs := []Request{
+		{Scope: ScopeUser}, {Scope: ScopeClient, Project: projA}, {Scope: ScopeClient, Project: projB},
+		{Scope: ScopeClient, Project: "x", ProjectName: "Acme/web"}, {Action: ActionRotate, Scope: ScopeClient, Project: projA},
+		{Action: ActionStatus}, {Action: ActionMetrics}, {Action: ActionReload},
+	}
+	for _, id := range ids {
+		for _, req := range reqs {
+			d, ex := p.Decide(id, req), p.Explain(id, req)
+			if d.Allow != ex.Allow || d.Rule != ex.Rule {
+				t.Errorf("%+v %+v: Decide %+v, Explain %+v", id, req, d, ex)
+			}
+		}
+	}
+}
