@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -63,9 +64,10 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // APIError is any other error reply from the daemon.
 type APIError struct {
-	Status  int
-	Code    string
-	Message string
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration // from Retry-After on a 429
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -132,7 +134,26 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodGet, path, out)
 }
 
+// maxRetryAfter caps how long the client waits on a 429 before its one retry.
+const maxRetryAfter = 10 * time.Second
+
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
+	err := c.once(ctx, method, path, out)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests && apiErr.RetryAfter > 0 && apiErr.RetryAfter <= maxRetryAfter {
+		// Honour Retry-After once: a burst of scripts gets through, a
+		// loop does not hammer the daemon.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(apiErr.RetryAfter):
+		}
+		err = c.once(ctx, method, path, out)
+	}
+	return err
+}
+
+func (c *Client) once(ctx context.Context, method, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://exlessd"+path, nil)
 	if err != nil {
 		return err
@@ -167,7 +188,11 @@ func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	if resp.StatusCode == http.StatusForbidden {
 		return &AccessDeniedError{Message: e.Error}
 	}
-	return &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Error}
+	apiErr := &APIError{Status: resp.StatusCode, Code: e.Code, Message: e.Error}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		apiErr.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return apiErr
 }
 
 // unwrapURLError drops the *url.Error layer, whose text repeats the

@@ -36,6 +36,7 @@ type Config struct {
 	MaxStaleness time.Duration
 	Rotation     RotationConfig
 	Fleet        FleetConfig
+	Limits       Limits
 	// AllowPlainHTTP permits http:// URLs for Exceptionless and Vault on
 	// hosts other than loopback. Tokens would cross the network in clear.
 	AllowPlainHTTP bool
@@ -98,6 +99,7 @@ func DefaultConfig() Config {
 		MaxStaleness: DefaultMaxStaleness,
 		Rotation:     RotationConfig{Grace: DefaultGrace},
 		Fleet:        FleetConfig{LeaseTTL: DefaultLeaseTTL, LoginBudget: DefaultLoginBudget},
+		Limits:       DefaultLimits,
 	}
 }
 
@@ -135,6 +137,13 @@ type fileConfig struct {
 	MaxStaleness  *string             `hcl:"max_staleness,optional"`
 	Rotation      *rotationBlock      `hcl:"rotation,block"`
 	Fleet         *fleetBlock         `hcl:"fleet,block"`
+	Limits        *limitsBlock        `hcl:"limits,block"`
+}
+
+type limitsBlock struct {
+	MaxConnections    *int     `hcl:"max_connections,optional"`
+	RequestsPerSecond *float64 `hcl:"requests_per_second,optional"`
+	Burst             *int     `hcl:"burst,optional"`
 }
 
 type rotationBlock struct {
@@ -307,6 +316,17 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		}
 		if f.LoginBudget != nil {
 			cfg.Fleet.LoginBudget = *f.LoginBudget
+		}
+	}
+	if l := fc.Limits; l != nil {
+		if l.MaxConnections != nil {
+			cfg.Limits.MaxConnections = *l.MaxConnections
+		}
+		if l.RequestsPerSecond != nil {
+			cfg.Limits.RequestsPerSecond = *l.RequestsPerSecond
+		}
+		if l.Burst != nil {
+			cfg.Limits.Burst = *l.Burst
 		}
 	}
 	cfg.Exceptionless.PasswordFile = relCred(cfg.Exceptionless.PasswordFile)
@@ -488,6 +508,12 @@ func (c *Config) Validate() error {
 		// Exceptionless refuses the sixth attempt per quarter hour, and
 		// the web UI's own logins count too: keep a margin.
 		return c.fieldError("fleet.login_budget", errors.New("must be between 1 and 4 (Exceptionless locks the account at the sixth attempt per quarter hour)"))
+	}
+	if c.Limits.MaxConnections < 1 {
+		return c.fieldError("limits.max_connections", errors.New("must be at least 1"))
+	}
+	if c.Limits.RequestsPerSecond <= 0 || c.Limits.Burst < 1 {
+		return c.fieldError("limits.requests_per_second", errors.New("requests_per_second must be above 0 and burst at least 1"))
 	}
 	for _, r := range c.Rules {
 		if err := r.Validate(); err != nil {

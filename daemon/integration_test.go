@@ -65,6 +65,7 @@ type env struct {
 	stop   func()
 	// nextRules is what POST /v1/reload applies.
 	nextRules []policy.Rule
+	limits    daemon.Limits
 }
 
 func randomPath(t *testing.T) string {
@@ -75,7 +76,12 @@ func randomPath(t *testing.T) string {
 
 func newEnv(t *testing.T, rules []policy.Rule) *env {
 	t.Helper()
-	e := &env{t: t, vault: vaulttest.Shared(t), path: randomPath(t), logs: &syncBuffer{}}
+	return newEnvWith(t, rules, daemon.Limits{})
+}
+
+func newEnvWith(t *testing.T, rules []policy.Rule, limits daemon.Limits) *env {
+	t.Helper()
+	e := &env{t: t, vault: vaulttest.Shared(t), path: randomPath(t), logs: &syncBuffer{}, limits: limits}
 	e.ex = exceptionlesstest.NewServer(exceptionlesstest.Config{})
 	t.Cleanup(e.ex.Close)
 	e.pwFile = filepath.Join(t.TempDir(), "password")
@@ -142,6 +148,7 @@ func (e *env) start(rules []policy.Rule) {
 	srv = daemon.NewServer(daemon.ServerConfig{
 		Broker: e.broker, Policy: pol,
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Limits: e.limits,
 		Reload: func(context.Context) error {
 			p, _, err := policy.Compile(e.nextRules, nil)
 			if err != nil {

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/peer"
 	"github.com/exless/exless/daemon/policy"
@@ -34,7 +36,24 @@ type ServerConfig struct {
 	Reload func(ctx context.Context) error
 	// Attestor reads peers; nil means one with default options.
 	Attestor *peer.Attestor
+	// Limits bound what peers can make the daemon do; zero fields take
+	// the defaults of DefaultLimits.
+	Limits Limits
 }
+
+// Limits bound the resources one peer, or all of them, can take.
+type Limits struct {
+	// MaxConnections is how many connections are served at once; beyond
+	// it new connections are closed at once (and counted), not queued.
+	MaxConnections int
+	// RequestsPerSecond and Burst are a token bucket per uid: beyond it a
+	// peer gets 429 with Retry-After.
+	RequestsPerSecond float64
+	Burst             int
+}
+
+// DefaultLimits are generous for scripts and units, small for a flood.
+var DefaultLimits = Limits{MaxConnections: 256, RequestsPerSecond: 100, Burst: 200}
 
 // Server answers the socket API. Every connection it serves carries the
 // peer's kernel-reported credentials, read at accept.
@@ -46,6 +65,13 @@ type Server struct {
 	mux    *http.ServeMux
 	reload func(ctx context.Context) error
 	attest *peer.Attestor
+	limits Limits
+
+	conns     atomic.Int64  // open connections
+	cutOff    atomic.Uint64 // connections refused over MaxConnections
+	throttled atomic.Uint64 // requests refused by the per-uid rate limit
+	rateMu    sync.Mutex
+	rates     map[uint32]*rate.Limiter
 
 	served atomic.Uint64
 	denied atomic.Uint64
@@ -70,6 +96,16 @@ func NewServer(cfg ServerConfig) *Server {
 	s := &Server{broker: cfg.Broker, log: cfg.Logger.With("system", "server"), reload: cfg.Reload, attest: cfg.Attestor}
 	if s.attest == nil {
 		s.attest = peer.NewAttestor(peer.Options{})
+	}
+	s.limits = cfg.Limits
+	if s.limits.MaxConnections <= 0 {
+		s.limits.MaxConnections = DefaultLimits.MaxConnections
+	}
+	if s.limits.RequestsPerSecond <= 0 {
+		s.limits.RequestsPerSecond = DefaultLimits.RequestsPerSecond
+	}
+	if s.limits.Burst <= 0 {
+		s.limits.Burst = DefaultLimits.Burst
 	}
 	s.policy.Store(cfg.Policy)
 	s.mux = http.NewServeMux()
@@ -139,19 +175,63 @@ type peerListener struct {
 }
 
 func (l *peerListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		// Over the cap a connection is closed at once rather than queued:
+		// a flood of idle connections must not delay the peers that
+		// matter, nor grow memory without bound.
+		if l.s.conns.Add(1) > int64(l.s.limits.MaxConnections) {
+			l.s.conns.Add(-1)
+			if n := l.s.cutOff.Add(1); n == 1 || n%1000 == 0 {
+				l.s.log.Warn("refusing connections over max_connections", "max_connections", l.s.limits.MaxConnections, "refused_total", n)
+			}
+			c.Close()
+			continue
+		}
+		return &peerConn{Conn: c, s: l.s}, nil
 	}
-	return &peerConn{Conn: c, s: l.s}, nil
+}
+
+func (pc *peerConn) Close() error {
+	var err error
+	pc.closeOnce.Do(func() {
+		pc.s.conns.Add(-1)
+		err = pc.Conn.Close()
+	})
+	return err
+}
+
+// allowRate spends one request from the uid's bucket, or says how long to
+// wait.
+func (s *Server) allowRate(uid uint32) (time.Duration, bool) {
+	s.rateMu.Lock()
+	if s.rates == nil || len(s.rates) > 10000 {
+		s.rates = map[uint32]*rate.Limiter{}
+	}
+	l := s.rates[uid]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.limits.RequestsPerSecond), s.limits.Burst)
+		s.rates[uid] = l
+	}
+	s.rateMu.Unlock()
+	r := l.Reserve()
+	if d := r.Delay(); d > 0 {
+		r.Cancel()
+		return d, false
+	}
+	return 0, true
 }
 
 type peerConn struct {
 	net.Conn
-	s      *Server
-	once   sync.Once
-	caller *caller
-	err    error
+	s         *Server
+	once      sync.Once
+	closeOnce sync.Once
+	caller    *caller
+	err       error
 }
 
 type connKey struct{}
@@ -219,6 +299,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !validHost(r.Host) {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, `bad Host header; use "localhost" or "exlessd"`)
 		return
+	}
+	if pc, _ := r.Context().Value(connKey{}).(*peerConn); pc != nil {
+		if wait, ok := s.allowRate(pc.caller.cred.UID); !ok {
+			if n := s.throttled.Add(1); n == 1 || n%1000 == 0 {
+				s.log.Warn("rate limiting a peer", "uid", pc.caller.cred.UID, "pid", pc.caller.cred.PID, "throttled_total", n)
+			}
+			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+			writeError(w, http.StatusTooManyRequests, CodeRateLimited, "too many requests from this uid; retry after the Retry-After seconds")
+			return
+		}
 	}
 	// The mux would redirect an unclean path; nothing legitimate sends one.
 	if p := r.URL.Path; p == "" || path.Clean(p) != p {
@@ -710,6 +800,7 @@ func (s *Server) Status() Status {
 		Served: s.served.Load(), Denied: s.denied.Load(),
 		Tokens: b.Tokens, LeaseHolder: b.LeaseHolder, Logins: b.Counters.Logins, Mints: b.Counters.Mints,
 		Rotations: b.Counters.Rotations, Revocations: b.Counters.Revocations,
+		ConnectionsCutOff: s.cutOff.Load(), RateLimited: s.throttled.Load(),
 	}
 	if !b.LastRotation.IsZero() {
 		t := b.LastRotation

@@ -60,6 +60,10 @@ type Status struct {
 	Mints        uint64        `json:"mints"`
 	Rotations    uint64        `json:"rotations"`
 	Revocations  uint64        `json:"revocations"`
+	// ConnectionsCutOff counts connections refused over max_connections;
+	// RateLimited counts requests refused by the per-uid rate limit.
+	ConnectionsCutOff uint64 `json:"connections_cut_off"`
+	RateLimited       uint64 `json:"rate_limited"`
 }
 
 // ErrorResponse is the body of every error reply.

@@ -63,6 +63,7 @@ func renderStatus(t *table, o object) {
 	for _, c := range []struct{ key, what string }{
 		{"tokens_served", "served"}, {"requests_denied", "refused"},
 		{"logins", "logins"}, {"mints", "mints"}, {"rotations", "rotations"}, {"revocations", "revocations"},
+		{"connections_cut_off", "connections cut off"}, {"rate_limited", "rate limited"},
 	} {
 		if v, ok := o.take(c.key); ok {
 			counts = append(counts, c.what+" "+plain("", v))

@@ -129,7 +129,7 @@ func configuredService(ctx context.Context, log *slog.Logger, ls listeners, lc l
 	}
 	cancel()
 
-	srv := daemon.NewServer(daemon.ServerConfig{Broker: broker, Policy: pol, Logger: log, Reload: requestReload})
+	srv := daemon.NewServer(daemon.ServerConfig{Broker: broker, Policy: pol, Logger: log, Reload: requestReload, Limits: cfg.Limits})
 	creds := &credentials{log: log.With("system", "credentials"), broker: broker}
 	if err := creds.setRules(cfg.Rules); err != nil {
 		return service{}, &configError{fmt.Errorf("%s: %w", o.configPath, err)}
@@ -238,6 +238,7 @@ func restartNeeded(old, next daemon.Config) []string {
 	add(old.PollInterval != next.PollInterval || old.MaxStaleness != next.MaxStaleness, "poll_interval/max_staleness")
 	add(old.Rotation != next.Rotation, "rotation")
 	add(old.Fleet != next.Fleet, "fleet")
+	add(old.Limits != next.Limits, "limits")
 	return fields
 }
 
