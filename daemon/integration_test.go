@@ -23,29 +23,12 @@ import (
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/daemon/policy"
+	"github.com/exless/exless/internal/syncbuf"
 	"github.com/exless/exless/vaultstore"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
 func TestMain(m *testing.M) { vaulttest.Main(m) }
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // env is one daemon wired to the shared real Vault (on a path of its own)
 // and a fresh Exceptionless test server, serving on a socket.
@@ -56,7 +39,7 @@ type env struct {
 	path   string
 	store  *vaultstore.Store
 	api    *exceptionless.Client
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	socket string
 	client *daemon.Client
 	broker *daemon.Broker
@@ -81,7 +64,7 @@ func newEnv(t *testing.T, rules []policy.Rule) *env {
 
 func newEnvWith(t *testing.T, rules []policy.Rule, limits daemon.Limits) *env {
 	t.Helper()
-	e := &env{t: t, vault: vaulttest.Shared(t), path: randomPath(t), logs: &syncBuffer{}, limits: limits}
+	e := &env{t: t, vault: vaulttest.Shared(t), path: randomPath(t), logs: &syncbuf.Buffer{}, limits: limits}
 	e.ex = exceptionlesstest.NewServer(exceptionlesstest.Config{})
 	t.Cleanup(e.ex.Close)
 	e.pwFile = filepath.Join(t.TempDir(), "password")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+	"github.com/exless/exless/internal/syncbuf"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
@@ -92,25 +93,8 @@ type daemonEnv struct {
 	vault  *vaulttest.Server
 	ex     *exceptionlesstest.Server
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 	exited chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startDaemon writes a config with the given extra top-level lines and the
@@ -159,7 +143,7 @@ func (e *daemonEnv) start() {
 	t := e.t
 	t.Helper()
 	if e.stderr == nil {
-		e.stderr = &lockedBuffer{}
+		e.stderr = &syncbuf.Buffer{}
 	}
 	e.cmd = exec.Command(filepath.Join(e.bin, "exlessd"), "--config", e.config, "--log-level", "debug")
 	e.cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + e.dir}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -18,28 +17,11 @@ import (
 
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+	"github.com/exless/exless/internal/syncbuf"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
 func TestMain(m *testing.M) { vaulttest.Main(m) }
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // shortDir returns a fresh directory with a short path: unix socket paths
 // are limited to 107 bytes and t.TempDir's can be longer.
@@ -126,12 +108,12 @@ type testEnv struct {
 	config  string
 	credDir string
 	socket  string
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, vault: vaulttest.Shared(t), logs: &syncBuffer{}}
+	e := &testEnv{t: t, vault: vaulttest.Shared(t), logs: &syncbuf.Buffer{}}
 	e.ex = exceptionlesstest.NewServer(exceptionlesstest.Config{})
 	t.Cleanup(e.ex.Close)
 	e.dir = shortDir(t)

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/syncbuf"
 )
 
 // clientEnv makes the test binary act as systemd's credential helper:
@@ -60,27 +62,9 @@ func randomHex() string {
 	return hex.EncodeToString(b)
 }
 
-// logBuffer collects log output from the server's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start serves s on a fresh socket (world-connectable, so that the uid
 // check is what refuses) until the test ends.
-func start(t *testing.T, s *Server) (string, *logBuffer) {
+func start(t *testing.T, s *Server) (string, *syncbuf.Buffer) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "credsock")
 	if err != nil {
@@ -98,7 +82,7 @@ func start(t *testing.T, s *Server) (string, *logBuffer) {
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	s.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -175,7 +159,7 @@ func TestServesAttestedRequests(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, logs *logBuffer, want string) {
+func waitLog(t *testing.T, logs *syncbuf.Buffer, want string) {
 	t.Helper()
 	for range 100 {
 		if strings.Contains(logs.String(), want) {
