@@ -350,8 +350,12 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 // audit logs one decision as one record, with everything known of the
 // caller and, for a grant, a fingerprint of the token (never the token).
 func (s *Server) audit(c *caller, req policy.Request, d policy.Decision, fp string, outcome string) {
+	decision := "deny"
+	if d.Allow {
+		decision = "allow"
+	}
 	attrs := []any{
-		"decision", map[bool]string{true: "allow", false: "deny"}[d.Allow],
+		"decision", decision,
 		"action", req.Action, "uid", c.cred.UID, "gid", c.cred.GID, "pid", c.cred.PID, "pin", c.pin,
 	}
 	if d.Rule != "" {
