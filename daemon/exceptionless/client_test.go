@@ -389,3 +389,79 @@ func TestParseTime(t *testing.T) {
 		t.Error("ParseTime accepted nonsense")
 	}
 }
+
+func TestChangePassword(t *testing.T) {
+	s, _, c := setup(t, exceptionlesstest.Config{})
+	ctx := context.Background()
+	old := login(t, s, c)
+	key, err := c.CreateProjectToken(ctx, old, s.Account.Projects[0].ID, exceptionless.NewToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := s.AddAccessToken(exceptionlesstest.NewAccessToken{ProjectID: s.Account.Projects[0].ID, UserID: s.Account.UserID})
+	// Two failed logins, which the change resets.
+	for range 2 {
+		_, _ = c.Login(ctx, s.Account.Email, []byte("wrong-password"))
+	}
+
+	current := []byte(s.Account.Password)
+	next := []byte("n3w-pässword\"with\\quotes")
+	for _, tc := range []struct {
+		name          string
+		current, next []byte
+		field         string
+	}{
+		{"wrong current", []byte("not-the-password"), next, "current_password"},
+		{"same", current, current, "password"},
+		{"too short", current, []byte("short"), "password"},
+	} {
+		_, err := c.ChangePassword(ctx, old, tc.current, tc.next)
+		var ae *exceptionless.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || !slices.Equal(ae.Fields, []string{tc.field}) {
+			t.Fatalf("%s: %v, want 422 naming %s", tc.name, err, tc.field)
+		}
+		for _, p := range [][]byte{tc.current, tc.next} {
+			if strings.Contains(err.Error(), string(p)) {
+				t.Fatalf("%s: the error repeats a password", tc.name)
+			}
+		}
+	}
+	if s.PasswordChanges() != 0 || !s.PasswordIs(s.Account.Email, s.Account.Password) {
+		t.Fatal("a refused change changed the password")
+	}
+
+	tok, err := c.ChangePassword(ctx, old, current, next)
+	if err != nil {
+		t.Fatalf("ChangePassword: %v", err)
+	}
+	if tok == old || !s.PasswordIs(s.Account.Email, string(next)) || s.PasswordChanges() != 1 {
+		t.Fatal("the change did not take effect")
+	}
+	if _, err := c.Me(ctx, old); !errors.Is(err, exceptionless.ErrUnauthorized) {
+		t.Fatalf("old login token after the change: %v, want 401", err)
+	}
+	if _, err := c.Me(ctx, tok); err != nil {
+		t.Fatalf("new token: %v", err)
+	}
+	if _, ok := s.Token(bound); ok {
+		t.Fatal("a user-bound key survived the change")
+	}
+	if _, err := c.ProjectConfig(ctx, key.ID); err != nil {
+		t.Fatalf("project key after the change: %v", err)
+	}
+	// The counter was reset: four failures and a success fit in the window.
+	for range 4 {
+		_, _ = c.Login(ctx, s.Account.Email, []byte("wrong-password"))
+	}
+	if again, err := c.Login(ctx, s.Account.Email, next); err != nil || again != tok {
+		t.Fatalf("login with the new password: %v (same token: %v)", err, again == tok)
+	}
+	if _, err := c.ChangePassword(ctx, key.ID, next, []byte("another-password")); !errors.Is(err, exceptionless.ErrUnauthorized) && !isStatus(err, http.StatusForbidden) {
+		t.Fatalf("change with a project key: %v, want 401 or 403", err)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var ae *exceptionless.APIError
+	return errors.As(err, &ae) && ae.Status == status
+}

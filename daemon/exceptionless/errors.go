@@ -224,8 +224,8 @@ func cleanField(s string) string {
 // scrubber removes known secret values from text that is about to become
 // part of an error. It lives only for one request and is never stored.
 type scrubber struct {
-	secrets  []string
-	password []byte
+	secrets   []string
+	passwords [][]byte
 }
 
 // minSecret keeps a short or empty value from blanking ordinary text.
@@ -237,8 +237,10 @@ func (s scrubber) scrub(text string) string {
 			text = strings.ReplaceAll(text, v, redacted)
 		}
 	}
-	if len(s.password) >= 6 && bytes.Contains([]byte(text), s.password) {
-		text = string(bytes.ReplaceAll([]byte(text), s.password, redactedBytes))
+	for _, p := range s.passwords {
+		if len(p) >= 6 && bytes.Contains([]byte(text), p) {
+			text = string(bytes.ReplaceAll([]byte(text), p, redactedBytes))
+		}
 	}
 	return redactText(text)
 }

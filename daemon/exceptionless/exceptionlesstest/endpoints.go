@@ -108,6 +108,59 @@ func (h *Handler) login(q *req) response {
 	return q.json(http.StatusOK, map[string]string{"token": t.id})
 }
 
+// POST /api/v2/auth/change-password. On success every token bound to the
+// user (its login tokens and user-bound keys) is deleted, the login counter
+// is reset, and a new login token is returned; project and organization keys
+// have no user and survive.
+func (h *Handler) changePassword(q *req) response {
+	if q.id.user == nil {
+		return q.problem(http.StatusUnauthorized, "", nil)
+	}
+	o, bad := q.bodyObject(true)
+	if bad != nil {
+		return *bad
+	}
+	errs := map[string][]string{}
+	fields := map[string]string{}
+	for _, f := range []struct{ key, label string }{{"current_password", "CurrentPassword"}, {"password", "Password"}} {
+		v, st := o.str(f.key)
+		switch st {
+		case null, badType:
+			return q.problem(http.StatusBadRequest, "", nil)
+		case absent:
+			errs[f.key] = []string{"The " + f.label + " field is required."}
+		case present:
+			if n := utf8.RuneCountInString(v); n < 6 || n > 100 {
+				errs[f.key] = []string{"The field " + f.label + " must be a string with a minimum length of 6 and a maximum length of 100."}
+			}
+		}
+		fields[f.key] = v
+	}
+	if len(errs) == 0 && fields["current_password"] == fields["password"] {
+		errs["password"] = []string{"The new password must be different than the current password."}
+	}
+	if len(errs) > 0 {
+		return q.validation(errs)
+	}
+	u := q.id.user
+	if !passwordOK(u, fields["current_password"]) {
+		return q.validation(map[string][]string{"current_password": {"The current password is incorrect."}})
+	}
+	u.password = fields["password"]
+	for id, t := range h.tokens {
+		if t.userID == u.id {
+			delete(h.tokens, id)
+		}
+	}
+	delete(h.loginCounters, "user:"+u.email+":attempts")
+	exp := q.now.UTC().AddDate(0, 3, 0)
+	t := &token{id: newTokenID(), kind: authToken, userID: u.id, expires: &exp,
+		created: q.now.UTC(), updated: q.now.UTC(), createdBy: u.id, seq: h.nextSeq()}
+	h.tokens[t.id] = t
+	h.passwordChanges++
+	return q.json(http.StatusOK, map[string]string{"token": t.id})
+}
+
 func (h *Handler) loginTitle(title string) string {
 	if h.legacy {
 		return http.StatusText(http.StatusUnauthorized)

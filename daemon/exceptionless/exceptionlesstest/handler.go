@@ -32,8 +32,10 @@ type Handler struct {
 	rateCounters  map[string]*counter
 	calls         []Call
 	loginAttempts int
-	failures      []failure
-	latencies     []latency
+	// passwordChanges counts successful change-password requests.
+	passwordChanges int
+	failures        []failure
+	latencies       []latency
 }
 
 type user struct {
@@ -515,6 +517,22 @@ func (h *Handler) LoginAttempts() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.loginAttempts
+}
+
+// PasswordChanges returns how many change-password requests succeeded.
+func (h *Handler) PasswordChanges() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.passwordChanges
+}
+
+// PasswordIs reports whether the user's password is password, so a test
+// can check a rotated password without the server handing it out.
+func (h *Handler) PasswordIs(email, password string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.userByEmailLocked(normEmail(email))
+	return u != nil && passwordOK(u, password)
 }
 
 // FailNext makes the next request whose method is method (any if empty)

@@ -176,6 +176,7 @@ type route struct {
 var routes = []route{
 	{method: "POST", pattern: []string{"auth", "login"}, serve: (*Handler).login},
 	{method: "GET", pattern: []string{"auth", "logout"}, role: "user", serve: (*Handler).logout},
+	{method: "POST", pattern: []string{"auth", "change-password"}, role: "user", serve: (*Handler).changePassword},
 	{method: "GET", pattern: []string{"users", "me"}, role: "user", serve: (*Handler).me},
 	{method: "GET", pattern: []string{"organizations"}, role: "user", serve: (*Handler).organizationsList},
 	{method: "GET", pattern: []string{"projects", "config"}, role: "client", unthrottled: true, serve: (*Handler).projectConfig},
