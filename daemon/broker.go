@@ -24,6 +24,7 @@ type Upstream interface {
 	CreateProjectToken(ctx context.Context, tok exceptionless.Token, projectID string, req exceptionless.NewToken) (exceptionless.ViewToken, error)
 	ProjectTokens(ctx context.Context, tok exceptionless.Token, projectID string) ([]exceptionless.ViewToken, error)
 	DeleteTokens(ctx context.Context, tok exceptionless.Token, ids ...exceptionless.Token) error
+	ChangePassword(ctx context.Context, tok exceptionless.Token, current, next []byte) (exceptionless.Token, error)
 	Projects(ctx context.Context, tok exceptionless.Token) ([]exceptionless.Project, error)
 }
 
@@ -43,10 +44,16 @@ type BrokerConfig struct {
 	Email    string
 	// Password returns the Exceptionless password. It is called only when
 	// a login is needed, so the secret is not held in memory between logins.
+	// Unused when PasswordKey is set.
 	Password func() ([]byte, error)
-	Host     string // recorded in Vault as who obtained a token
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// PasswordKey, when set, is the store key of a record holding the
+	// password together with the user token (which then lives there rather
+	// than under UserKey), so that RotatePassword can publish a new password
+	// and its token in one check-and-set write.
+	PasswordKey string
+	Host        string // recorded in Vault as who obtained a token
+	Logger      *slog.Logger
+	Now         func() time.Time
 
 	// PollInterval is how often held records are re-read from Vault, to
 	// pick up other hosts' rotations and to prove they are still current.
@@ -122,12 +129,14 @@ type Broker struct {
 	upstreamProblem   string
 	leaseHolder       string
 	lastRotation      time.Time
+	pendingPassword   string // "" or why a password change awaits resolution
 	counters          BrokerCounters
 }
 
 // BrokerCounters counts what the broker did, for tests and status.
 type BrokerCounters struct {
 	Logins, Mints, Revocations, Rotations, Adopted uint64
+	PasswordChanges                                uint64
 }
 
 // NewBroker returns a broker; call Start, then Run in the background.
@@ -243,7 +252,7 @@ func (b *Broker) acquireUser(ctx context.Context, rejected *exceptionless.Token)
 		return nil, err
 	}
 
-	rec, version, err := b.cfg.Store.Load(ctx, UserKey)
+	rec, version, err := b.loadUser(ctx)
 	switch {
 	case err == nil:
 		b.vaultSuccess()
@@ -308,6 +317,11 @@ func (b *Broker) loginUnderLease(ctx context.Context, rejected *exceptionless.To
 			if err := b.spendLoginBudget(ctx); err != nil {
 				return err
 			}
+			if b.cfg.PasswordKey != "" {
+				h, err := b.loginFromStore(ctx)
+				result = h
+				return err
+			}
 			tok, err := b.login(ctx)
 			if err != nil {
 				return err
@@ -350,7 +364,7 @@ func (b *Broker) loginUnderLease(ctx context.Context, rejected *exceptionless.To
 // adoptUser takes the user token from Vault if one is there that is not the
 // rejected one.
 func (b *Broker) adoptUser(ctx context.Context, rejected *exceptionless.Token) *heldToken {
-	rec, version, err := b.cfg.Store.Load(ctx, UserKey)
+	rec, version, err := b.loadUser(ctx)
 	if err != nil || (rejected != nil && rec.Token == *rejected) {
 		return nil
 	}
@@ -412,6 +426,16 @@ func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
 		return "", fmt.Errorf("%w: cannot read the Exceptionless password file", ErrUnavailable)
 	}
 	defer clear(password)
+	tok, err := b.attemptLogin(ctx, password)
+	if err != nil {
+		return "", b.loginFailed(err)
+	}
+	return tok, nil
+}
+
+// attemptLogin makes one login call; the caller decides what a failure
+// means (login does, through loginFailed).
+func (b *Broker) attemptLogin(ctx context.Context, password []byte) (exceptionless.Token, error) {
 	b.mu.Lock()
 	b.counters.Logins++
 	b.mu.Unlock()
@@ -419,8 +443,13 @@ func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
 	if err == nil {
 		b.log.Info("logged in to exceptionless", "email", b.cfg.Email)
 		b.upstreamSuccess()
-		return tok, nil
 	}
+	return tok, err
+}
+
+// loginFailed records a failed login: no more attempts from this daemon
+// until the next quarter hour, and the reason in status.
+func (b *Broker) loginFailed(err error) error {
 	var reason string
 	switch {
 	case errors.Is(err, exceptionless.ErrLoginDenied):
@@ -441,10 +470,13 @@ func (b *Broker) login(ctx context.Context) (exceptionless.Token, error) {
 	b.setUserProblem(reason)
 	b.upstreamFailure(err)
 	b.log.Error("login failed", "reason", reason, "err", err, "next_attempt", next)
-	return "", fmt.Errorf("%w: %s", ErrUnavailable, reason)
+	return fmt.Errorf("%w: %s", ErrUnavailable, reason)
 }
 
 func (b *Broker) keepUser(rec Record, version int) *heldToken {
+	// Memory keeps the token only: a login with a password kept in the
+	// store reads it again, so it is not held between logins.
+	rec.Password, rec.PendingPassword = nil, nil
 	now := b.cfg.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -817,6 +849,9 @@ func (b *Broker) Status() BrokerStatus {
 	}
 	if b.vaultProblem != "" {
 		s.DegradedReasons = append(s.DegradedReasons, b.vaultProblem)
+	}
+	if b.pendingPassword != "" {
+		s.DegradedReasons = append(s.DegradedReasons, b.pendingPassword)
 	}
 	if b.upstreamProblem != "" && b.user != nil {
 		s.DegradedReasons = append(s.DegradedReasons, b.upstreamProblem)

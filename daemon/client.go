@@ -113,6 +113,14 @@ func (c *Client) Rotate(ctx context.Context, project string, grace time.Duration
 	return out, err
 }
 
+// RotatePassword asks the daemon to change the Exceptionless account
+// password (kept in Vault), which also replaces the user token.
+func (c *Client) RotatePassword(ctx context.Context) (PasswordRotateResponse, error) {
+	var out PasswordRotateResponse
+	err := c.do(ctx, http.MethodPost, "/v1/rotate?scope=user&password=true", &out)
+	return out, err
+}
+
 // Reload asks the daemon to re-read its configuration. A rejected
 // configuration comes back as an *APIError with status 400 naming the
 // problem; the old configuration then stays in force.

@@ -50,7 +50,13 @@ type ExceptionlessConfig struct {
 	URL          string
 	Email        string
 	PasswordFile string
-	CAFile       string // extra CA for a private Exceptionless server
+	// PasswordVaultKey, instead of PasswordFile, keeps the password in
+	// Vault under this key of vault.path, in the same record as the user
+	// token, so that exless can change it (exlessctl rotate --scope user
+	// --password) and publish the new password with its token in one
+	// check-and-set write.
+	PasswordVaultKey string
+	CAFile           string // extra CA for a private Exceptionless server
 }
 
 // VaultConfig says where tokens are kept. The Vault token itself is never
@@ -160,6 +166,7 @@ type exceptionlessBlock struct {
 	URL          *string `hcl:"url,optional"`
 	Email        *string `hcl:"email,optional"`
 	PasswordFile *string `hcl:"password_file,optional"`
+	PasswordKey  *string `hcl:"password_vault_key,optional"`
 	CAFile       *string `hcl:"ca_file,optional"`
 }
 
@@ -264,6 +271,7 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		set(&cfg.Exceptionless.URL, e.URL)
 		set(&cfg.Exceptionless.Email, e.Email)
 		set(&cfg.Exceptionless.PasswordFile, e.PasswordFile)
+		set(&cfg.Exceptionless.PasswordVaultKey, e.PasswordKey)
 		set(&cfg.Exceptionless.CAFile, e.CAFile)
 	}
 	if v := fc.Vault; v != nil {
@@ -447,8 +455,15 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.Exceptionless.Email) == "" {
 		return c.fieldError("exceptionless.email", errors.New("required: the account to log in as"))
 	}
-	if c.Exceptionless.PasswordFile == "" {
-		return c.fieldError("exceptionless.password_file", errors.New("required: a file holding the password (a systemd credential is best)"))
+	switch e := c.Exceptionless; {
+	case e.PasswordFile != "" && e.PasswordVaultKey != "":
+		return c.fieldError("exceptionless.password_vault_key", errors.New("set either password_file or password_vault_key, not both"))
+	case e.PasswordVaultKey != "":
+		if err := CheckPasswordKey(e.PasswordVaultKey); err != nil {
+			return c.fieldError("exceptionless.password_vault_key", err)
+		}
+	case e.PasswordFile == "":
+		return c.fieldError("exceptionless.password_file", errors.New("required: a file holding the password (a systemd credential is best), or password_vault_key to keep it in Vault"))
 	}
 	if c.Vault.Address == "" && len(c.Vault.Addresses) == 0 && os.Getenv("VAULT_ADDR") == "" {
 		return c.fieldError("vault.address", errors.New("required (or vault.addresses, or VAULT_ADDR)"))

@@ -306,3 +306,34 @@ func TestCredentialNames(t *testing.T) {
 		t.Errorf("credential names not resolved: %q %+v", cfg.Exceptionless.PasswordFile, cfg.Vault.AppRole)
 	}
 }
+
+func TestPasswordVaultKey(t *testing.T) {
+	inVault := strings.Replace(contractConfig,
+		`password_file = "/run/credentials/exlessd.service/exceptionless-password"`, `password_vault_key = "account"`, 1)
+	cfg, err := ParseConfig("exlessd.hcl", []byte(inVault))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil || cfg.Exceptionless.PasswordVaultKey != "account" || cfg.Exceptionless.PasswordFile != "" {
+		t.Fatalf("password_vault_key: %v", err)
+	}
+	for _, tc := range []struct{ edit, want string }{
+		{`password_vault_key = "account"` + "\n" + `password_file = "pw"`, "not both"},
+		{`password_vault_key = "lease"`, "exless uses for itself"},
+		{`password_vault_key = "client/x"`, "exless uses for itself"},
+		{`password_vault_key = "/abs"`, "without leading"},
+		{`password_vault_key = "a//b"`, "empty"},
+		{`password_vault_key = "a b"`, "letters, digits"},
+		{``, "or password_vault_key"},
+	} {
+		src := strings.Replace(contractConfig,
+			`password_file = "/run/credentials/exlessd.service/exceptionless-password"`, tc.edit, 1)
+		cfg, err := ParseConfig("exlessd.hcl", []byte(src))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "exceptionless.password") {
+			t.Errorf("%q: %v, want an error on exceptionless.password_* saying %q", tc.edit, err, tc.want)
+		}
+	}
+}

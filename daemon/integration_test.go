@@ -49,6 +49,8 @@ type env struct {
 	// nextRules is what POST /v1/reload applies.
 	nextRules []policy.Rule
 	limits    daemon.Limits
+	// editBroker, if set, adjusts the config of the brokers start makes.
+	editBroker func(*daemon.BrokerConfig)
 }
 
 func randomPath(t *testing.T) string {
@@ -98,7 +100,7 @@ func newTestLogger(w io.Writer) *slog.Logger {
 
 func (e *env) newBroker() *daemon.Broker {
 	host, _ := os.Hostname()
-	return daemon.NewBroker(daemon.BrokerConfig{
+	cfg := daemon.BrokerConfig{
 		Store: e.store, Upstream: e.api, Email: e.ex.Account.Email,
 		Password: func() ([]byte, error) {
 			b, err := os.ReadFile(e.pwFile)
@@ -106,7 +108,11 @@ func (e *env) newBroker() *daemon.Broker {
 		},
 		Host:   host,
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if e.editBroker != nil {
+		e.editBroker(&cfg)
+	}
+	return daemon.NewBroker(cfg)
 }
 
 // start runs a daemon (broker + server) on a fresh socket.

@@ -37,6 +37,7 @@ func (b *Broker) Tick(ctx context.Context) {
 			b.log.Debug("still no user token", "err", err)
 		}
 	}
+	b.settlePending(ctx)
 	b.sweepRetiring(ctx)
 	if b.cfg.MaxAge > 0 {
 		b.rotateOld(ctx)
@@ -53,7 +54,8 @@ func (b *Broker) poll(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	if user != nil {
-		rec, version, err := b.cfg.Store.Load(ctx, UserKey)
+		rec, version, err := b.loadUser(ctx)
+		b.notePending(rec)
 		switch {
 		case err == nil:
 			b.vaultSuccess()

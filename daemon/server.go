@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -668,8 +669,19 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if req.Scope != ScopeClient {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "only client tokens rotate: the user token is replaced by logging in again when Exceptionless rejects it")
+	password, err := strconv.ParseBool(cmp.Or(r.URL.Query().Get("password"), "false"))
+	switch {
+	case err != nil:
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "password must be true or false")
+		return
+	case password && req.Scope != ScopeUser:
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "password=true changes the account password and goes with scope=user")
+		return
+	case password:
+		s.rotatePassword(w, r, c, req)
+		return
+	case req.Scope != ScopeClient:
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "the user token is not rotated on its own: exlessd logs in again when Exceptionless rejects it; password=true changes the account password, which replaces it")
 		return
 	}
 	grace := time.Duration(-1)
@@ -695,6 +707,36 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 	got := append([]string{}, s.receivers[res.OldFingerprint]...)
 	s.recvMu.Unlock()
 	writeJSON(w, http.StatusOK, RotateResponse{RotateResult: res, ReceivedBy: got})
+}
+
+// PasswordRotateResponse is the body of POST /v1/rotate?scope=user&password=true.
+type PasswordRotateResponse struct {
+	PasswordResult
+	// ReceivedBy lists the peers this daemon handed the old user token to;
+	// it no longer works.
+	ReceivedBy []string `json:"received_by"`
+}
+
+func (s *Server) rotatePassword(w http.ResponseWriter, r *http.Request, c *caller, req policy.Request) {
+	d, ok := s.decide(w, c, req)
+	if !ok {
+		return
+	}
+	res, err := s.broker.RotatePassword(r.Context())
+	if errors.Is(err, ErrPasswordNotInStore) {
+		s.audit(c, req, d, "", "password not in vault")
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error()+": exless changes only a password it keeps in vault")
+		return
+	}
+	if err != nil {
+		s.failGranted(w, c, req, d, err)
+		return
+	}
+	s.audit(c, req, d, "", "password changed")
+	s.recvMu.Lock()
+	got := append([]string{}, s.receivers[res.OldFingerprint]...)
+	s.recvMu.Unlock()
+	writeJSON(w, http.StatusOK, PasswordRotateResponse{PasswordResult: res, ReceivedBy: got})
 }
 
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
@@ -803,7 +845,7 @@ func (s *Server) Status() Status {
 		ClientTokens: b.ClientTokens, DegradedReasons: b.DegradedReasons,
 		Served: s.served.Load(), Denied: s.denied.Load(),
 		Tokens: b.Tokens, LeaseHolder: b.LeaseHolder, Logins: b.Counters.Logins, Mints: b.Counters.Mints,
-		Rotations: b.Counters.Rotations, Revocations: b.Counters.Revocations,
+		Rotations: b.Counters.Rotations, Revocations: b.Counters.Revocations, PasswordChanges: b.Counters.PasswordChanges,
 		ConnectionsCutOff: s.cutOff.Load(), RateLimited: s.throttled.Load(),
 	}
 	if !b.LastRotation.IsZero() {

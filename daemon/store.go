@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/exless/exless/daemon/exceptionless"
@@ -29,11 +32,50 @@ type Record struct {
 	ObtainedAt     time.Time
 	ObtainedBy     string    // host name of the daemon that obtained the token
 	ExpiresAt      time.Time // zero when unknown
+	// Password and the Pending fields exist only in the user record, and
+	// only when the password is kept in the store
+	// (exceptionless.password_vault_key). Such a record may hold a password
+	// and no token yet (as an operator first writes it). A password change
+	// writes the new password as pending before asking Exceptionless, so a
+	// crash between the two is resolved by trying it; see RotatePassword.
+	Password        Password
+	PendingPassword Password
+	PendingSince    time.Time
+	PendingBy       string // host name of the daemon changing the password
+
 	// Retiring lists tokens this one replaced that are still valid during
 	// their grace period. They are revoked in Exceptionless after
 	// RevokeAfter by whichever daemon gets there first, so a pending
 	// revocation survives restarts and is finished by another host.
 	Retiring []Retiring
+}
+
+// Password is the Exceptionless account password. Like exceptionless.Token
+// it hides its value from every formatting path (fmt verbs, %#v, slog), so
+// a record printed by mistake does not leak it.
+type Password []byte
+
+// String implements fmt.Stringer without revealing the password.
+func (p Password) String() string {
+	if len(p) == 0 {
+		return ""
+	}
+	return "[REDACTED]"
+}
+
+// GoString implements fmt.GoStringer without revealing the password.
+func (p Password) GoString() string { return fmt.Sprintf("daemon.Password(%q)", p.String()) }
+
+// Format implements fmt.Formatter so that no verb prints the value.
+func (p Password) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(p.String())) }
+
+// LogValue implements slog.LogValuer without revealing the password.
+func (p Password) LogValue() slog.Value { return slog.StringValue(p.String()) }
+
+// MarshalJSON refuses: a password never goes into JSON by accident (the
+// store encodes it field by field).
+func (p Password) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("daemon.Password is not JSON-encodable")
 }
 
 // Retiring is a replaced token awaiting revocation.
@@ -76,6 +118,29 @@ const UserKey = "user"
 
 // ClientKey returns the storage key of a project's client token.
 func ClientKey(projectID string) string { return "client/" + projectID }
+
+// CheckPasswordKey checks a key for exceptionless.password_vault_key: a
+// relative KV path under vault.path that does not collide with the keys
+// exless writes itself.
+func CheckPasswordKey(key string) error {
+	if key == "" || strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") {
+		return errors.New(`must be a key under vault.path such as "account", without leading or trailing "/"`)
+	}
+	for _, seg := range strings.Split(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%q has an empty, \".\" or \"..\" segment", key)
+		}
+		for _, r := range seg {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+				return fmt.Errorf("%q: use letters, digits, '-', '_', '.' and '/' only", key)
+			}
+		}
+	}
+	if key == LeaseKey || key == BudgetKey || strings.HasPrefix(key, ClientKey("")) {
+		return fmt.Errorf("%q is a key exless uses for itself; choose another, e.g. \"account\"", key)
+	}
+	return nil
+}
 
 // TokenStore is the durable store the daemon needs. Versions are those of
 // Vault KV v2: every Save is a check-and-set against the version last read,

@@ -60,6 +60,9 @@ type Status struct {
 	Mints        uint64        `json:"mints"`
 	Rotations    uint64        `json:"rotations"`
 	Revocations  uint64        `json:"revocations"`
+	// PasswordChanges counts account password changes this daemon made or
+	// completed (exlessctl rotate --scope user --password).
+	PasswordChanges uint64 `json:"password_changes"`
 	// ConnectionsCutOff counts connections refused over max_connections;
 	// RateLimited counts requests refused by the per-uid rate limit.
 	ConnectionsCutOff uint64 `json:"connections_cut_off"`

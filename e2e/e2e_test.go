@@ -90,6 +90,7 @@ type daemonEnv struct {
 	dir    string
 	socket string
 	config string
+	path   string // the Vault KV path under mount "secret"
 	vault  *vaulttest.Server
 	ex     *exceptionlesstest.Server
 	cmd    *exec.Cmd
@@ -101,33 +102,44 @@ type daemonEnv struct {
 // rules made for the seeded account, and starts exlessd on it.
 func startDaemon(t *testing.T, extra string, rulesFor func(exceptionlesstest.Account) string) *daemonEnv {
 	t.Helper()
+	return startDaemonWith(t, extra, rulesFor, func(e *daemonEnv, secrets string) string {
+		pw := filepath.Join(secrets, "password")
+		mustWrite(t, pw, e.ex.Account.Password+"\n")
+		return fmt.Sprintf("password_file = %q", pw)
+	})
+}
+
+// startDaemonWith is startDaemon with the exceptionless block's password
+// line made by password, which may also arrange what it names.
+func startDaemonWith(t *testing.T, extra string, rulesFor func(exceptionlesstest.Account) string,
+	password func(e *daemonEnv, secrets string) string) *daemonEnv {
+	t.Helper()
 	e := &daemonEnv{t: t, bin: binaries(t), dir: sharedDir(t), vault: vaulttest.Shared(t)}
 	e.ex = exceptionlesstest.NewServer(exceptionlesstest.Config{})
 	t.Cleanup(e.ex.Close)
 	e.socket = filepath.Join(e.dir, "exlessd.sock")
 	secrets := t.TempDir()
-	pw := filepath.Join(secrets, "password")
 	vt := filepath.Join(secrets, "vault-token")
-	mustWrite(t, pw, e.ex.Account.Password+"\n")
 	mustWrite(t, vt, e.vault.Token)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
+	e.path = "exless/e2e-" + hex.EncodeToString(b)
 	e.config = filepath.Join(secrets, "exlessd.hcl")
 	mustWrite(t, e.config, fmt.Sprintf(`
 socket = %q
 %s
 exceptionless {
-  url           = %q
-  email         = %q
-  password_file = %q
+  url   = %q
+  email = %q
+  %s
 }
 vault {
   address    = %q
   token_file = %q
-  path       = "exless/e2e-%s"
+  path       = %q
 }
 %s
-`, e.socket, extra, e.ex.URL, e.ex.Account.Email, pw, e.vault.Addr, vt, hex.EncodeToString(b), rulesFor(e.ex.Account)))
+`, e.socket, extra, e.ex.URL, e.ex.Account.Email, password(e, secrets), e.vault.Addr, vt, e.path, rulesFor(e.ex.Account)))
 	e.start()
 	return e
 }

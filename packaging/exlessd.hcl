@@ -20,6 +20,9 @@ exceptionless {
   # A bare name is a systemd credential (LoadCredential= in exlessd.service):
   # put the password in /etc/exless/credentials/exceptionless-password.
   password_file = "exceptionless-password"
+  # Or keep the password in Vault, under vault.path, so that
+  # "exlessctl rotate --scope user --password" can change it:
+  # password_vault_key = "account"
 }
 
 vault {

@@ -22,6 +22,13 @@ const (
 	fieldObtainedBy     = "obtained_by"
 	fieldExpiresAt      = "expires_at"
 	fieldRetiring       = "retiring"
+	// The password fields of a user record whose password is kept in Vault.
+	// "password" is also what an operator writes first, alone:
+	// vault kv put secret/<path>/<key> password=-
+	fieldPassword        = "password"
+	fieldPendingPassword = "pending_password"
+	fieldPendingSince    = "pending_since"
+	fieldPendingBy       = "pending_by"
 )
 
 // FieldError reports a record field that is missing or invalid, in Vault or
@@ -64,14 +71,26 @@ func encodeRecord(key string, rec daemon.Record) (map[string]any, error) {
 		return nil, err
 	}
 	data := map[string]any{
-		fieldSchema:         rec.Schema,
-		fieldToken:          rec.Token.Reveal(),
-		fieldScope:          rec.Scope,
-		fieldProjectID:      rec.ProjectID,
-		fieldOrganizationID: rec.OrganizationID,
-		fieldObtainedAt:     rec.ObtainedAt.UTC().Format(time.RFC3339Nano),
-		fieldObtainedBy:     rec.ObtainedBy,
+		fieldSchema: rec.Schema,
+		fieldScope:  rec.Scope,
 	}
+	if len(rec.Password) > 0 {
+		data[fieldPassword] = string(rec.Password)
+	}
+	if len(rec.PendingPassword) > 0 {
+		data[fieldPendingPassword] = string(rec.PendingPassword)
+		data[fieldPendingSince] = rec.PendingSince.UTC().Format(time.RFC3339Nano)
+		data[fieldPendingBy] = rec.PendingBy
+	}
+	if rec.Token.IsZero() {
+		// A password record that holds no token yet.
+		return data, nil
+	}
+	data[fieldToken] = rec.Token.Reveal()
+	data[fieldProjectID] = rec.ProjectID
+	data[fieldOrganizationID] = rec.OrganizationID
+	data[fieldObtainedAt] = rec.ObtainedAt.UTC().Format(time.RFC3339Nano)
+	data[fieldObtainedBy] = rec.ObtainedBy
 	if !rec.ExpiresAt.IsZero() {
 		data[fieldExpiresAt] = rec.ExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
@@ -95,6 +114,9 @@ func encodeRecord(key string, rec daemon.Record) (map[string]any, error) {
 // bump; a newer schema is refused.
 func decodeRecord(key string, data map[string]any) (daemon.Record, error) {
 	var rec daemon.Record
+	if data[fieldToken] == nil && data[fieldPassword] != nil {
+		return decodePasswordOnly(key, data)
+	}
 	schema, err := intField(key, data, fieldSchema)
 	if err != nil {
 		return rec, err
@@ -133,17 +155,83 @@ func decodeRecord(key string, data map[string]any) (daemon.Record, error) {
 	if rec.Retiring, err = retiringField(key, data); err != nil {
 		return rec, err
 	}
+	if err := passwordFields(key, data, &rec); err != nil {
+		return rec, err
+	}
 	if err := checkRecord(key, rec); err != nil {
 		return daemon.Record{}, err
 	}
 	return rec, nil
 }
 
+// decodePasswordOnly reads a user record that holds a password and no token:
+// as an operator provisions it (often without a schema field) or as exless
+// leaves it before its first login.
+func decodePasswordOnly(key string, data map[string]any) (daemon.Record, error) {
+	rec := daemon.Record{Schema: daemon.RecordSchema, Scope: daemon.ScopeUser}
+	if _, ok := data[fieldSchema]; ok {
+		schema, err := intField(key, data, fieldSchema)
+		if err != nil {
+			return rec, err
+		}
+		if schema > daemon.RecordSchema {
+			return rec, &SchemaError{Key: key, Schema: schema}
+		}
+	}
+	if scope, err := stringField(key, data, fieldScope, false); err != nil || (scope != "" && scope != daemon.ScopeUser) {
+		return daemon.Record{}, &FieldError{key, fieldScope, "must be \"user\" (or absent) in a password record"}
+	}
+	if err := passwordFields(key, data, &rec); err != nil {
+		return daemon.Record{}, err
+	}
+	if err := checkRecord(key, rec); err != nil {
+		return daemon.Record{}, err
+	}
+	return rec, nil
+}
+
+// passwordFields reads the optional password fields into rec.
+func passwordFields(key string, data map[string]any, rec *daemon.Record) error {
+	pw, err := stringField(key, data, fieldPassword, false)
+	if err != nil {
+		return err
+	}
+	pending, err := stringField(key, data, fieldPendingPassword, false)
+	if err != nil {
+		return err
+	}
+	if pw != "" {
+		rec.Password = daemon.Password(pw)
+	}
+	if pending == "" {
+		return nil
+	}
+	rec.PendingPassword = daemon.Password(pending)
+	if rec.PendingSince, err = timeField(key, data, fieldPendingSince, true); err != nil {
+		return err
+	}
+	rec.PendingBy, err = stringField(key, data, fieldPendingBy, false)
+	return err
+}
+
 // checkRecord enforces what both directions rely on. The key checks catch a
 // record copied under the wrong key, which would otherwise hand one
 // project's token to callers of another.
 func checkRecord(key string, rec daemon.Record) error {
+	hasPassword := len(rec.Password) > 0 || len(rec.PendingPassword) > 0
+	if hasPassword && rec.Scope != daemon.ScopeUser {
+		return &FieldError{key, fieldPassword, "is set in a record that is not the user's"}
+	}
+	if len(rec.PendingPassword) > 0 && rec.PendingSince.IsZero() {
+		return &FieldError{key, fieldPendingSince, "is missing"}
+	}
 	if rec.Token.IsZero() {
+		if len(rec.Password) > 0 {
+			return nil // a password record before the first login
+		}
+		if hasPassword {
+			return &FieldError{key, fieldPassword, "is empty while a change to a pending password is recorded"}
+		}
 		return &FieldError{key, fieldToken, "is empty"}
 	}
 	switch rec.Scope {

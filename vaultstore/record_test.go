@@ -86,7 +86,9 @@ func assertRecordEqual(t *testing.T, got, want daemon.Record) {
 	if got.Schema != want.Schema || got.Token != want.Token || got.Scope != want.Scope ||
 		got.ProjectID != want.ProjectID || got.OrganizationID != want.OrganizationID ||
 		got.ObtainedBy != want.ObtainedBy || !got.ObtainedAt.Equal(want.ObtainedAt) ||
-		!got.ExpiresAt.Equal(want.ExpiresAt) {
+		!got.ExpiresAt.Equal(want.ExpiresAt) || !bytes.Equal(got.Password, want.Password) ||
+		!bytes.Equal(got.PendingPassword, want.PendingPassword) || !got.PendingSince.Equal(want.PendingSince) ||
+		got.PendingBy != want.PendingBy {
 		// Token redacts itself in %+v, so this never prints it.
 		t.Errorf("record = %+v, want %+v", got, want)
 	}
@@ -450,4 +452,67 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPasswordRecordEncoding(t *testing.T) {
+	const pw, pending = "unit-password-3c81d0", "unit-pending-password-77ae21"
+	withPw := userRecord()
+	withPw.Password = daemon.Password(pw)
+	withPending := withPw
+	withPending.PendingPassword = daemon.Password(pending)
+	withPending.PendingSince = time.Date(2026, 11, 29, 1, 2, 3, 0, time.UTC)
+	withPending.PendingBy = "host-c"
+	noToken := daemon.Record{Schema: daemon.RecordSchema, Scope: daemon.ScopeUser, Password: daemon.Password(pw)}
+	for name, rec := range map[string]daemon.Record{"password": withPw, "pending": withPending, "no token": noToken} {
+		data, err := encodeRecord("account", rec)
+		if err != nil {
+			t.Fatalf("%s: encodeRecord: %v", name, err)
+		}
+		got, err := decodeRecord("account", viaJSON(t, data))
+		if err != nil {
+			t.Fatalf("%s: decodeRecord: %v", name, err)
+		}
+		assertRecordEqual(t, got, rec)
+	}
+	// As an operator writes it: no schema, no scope.
+	got, err := decodeRecord("account", map[string]any{"password": pw})
+	if err != nil || got.Scope != daemon.ScopeUser || string(got.Password) != pw || !got.Token.IsZero() {
+		t.Fatalf("operator-written password record: %v", err)
+	}
+
+	bad := []struct {
+		name  string
+		rec   daemon.Record
+		field string
+	}{
+		{"client with password", func() daemon.Record { r := clientRecord(); r.Password = daemon.Password(pw); return r }(), fieldPassword},
+		{"pending without since", func() daemon.Record { r := withPending; r.PendingSince = time.Time{}; return r }(), fieldPendingSince},
+		{"pending without password or token", daemon.Record{Scope: daemon.ScopeUser, PendingPassword: daemon.Password(pending), PendingSince: time.Now()}, fieldPassword},
+	}
+	for _, tc := range bad {
+		_, err := encodeRecord("account", tc.rec)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%s: encodeRecord = %v, want a FieldError on %s", tc.name, err, tc.field)
+		}
+		if err != nil {
+			assertNoSecret(t, err.Error(), pw)
+			assertNoSecret(t, err.Error(), pending)
+		}
+	}
+	for name, data := range map[string]map[string]any{
+		"password not a string":  {"password": 12345678},
+		"scope client":           {"password": pw, "scope": "client"},
+		"pending without since":  {"password": pw, "pending_password": pending},
+		"newer schema":           {"password": pw, "schema": daemon.RecordSchema + 1},
+		"pending since not time": {"password": pw, "pending_password": pending, "pending_since": pw},
+	} {
+		_, err := decodeRecord("account", viaJSON(t, data))
+		if err == nil {
+			t.Errorf("%s: decodeRecord accepted it", name)
+			continue
+		}
+		assertNoSecret(t, err.Error(), pw)
+		assertNoSecret(t, err.Error(), pending)
+	}
 }

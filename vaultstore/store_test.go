@@ -465,3 +465,46 @@ func TestPing(t *testing.T) {
 		t.Errorf("Ping: %v", err)
 	}
 }
+
+// TestPasswordRecordInVault provisions a password the way the README tells
+// operators to (a bare "password" field), then has the store add a token and
+// a pending password with check-and-set, as a password change does.
+func TestPasswordRecordInVault(t *testing.T) {
+	srv := vaulttest.Shared(t)
+	s := newStore(t, srv)
+	ctx := t.Context()
+	const pw, pending = "store-password-51ac9e", "store-pending-password-0d4b7f"
+	kv := apiClient(t, srv).KVv2("secret")
+	if _, err := kv.Put(ctx, testPath(t)+"/account", map[string]any{"password": pw}); err != nil {
+		t.Fatal(err)
+	}
+	rec, v, err := s.Load(ctx, "account")
+	if err != nil || v != 1 || !rec.Token.IsZero() || string(rec.Password) != pw || rec.Scope != daemon.ScopeUser {
+		t.Fatalf("Load of a provisioned password: version %d, err %v", v, err)
+	}
+	next := record("host-p")
+	next.Password = rec.Password
+	next.PendingPassword = daemon.Password(pending)
+	next.PendingSince = time.Now().UTC().Truncate(time.Microsecond)
+	next.PendingBy = "host-p"
+	v2, err := s.Save(ctx, "account", next, v)
+	if err != nil || v2 != 2 {
+		t.Fatalf("Save: version %d, err %v", v2, err)
+	}
+	got, _, err := s.Load(ctx, "account")
+	if err != nil || got.Token != next.Token || string(got.Password) != pw || string(got.PendingPassword) != pending ||
+		!got.PendingSince.Equal(next.PendingSince) || got.PendingBy != "host-p" {
+		t.Fatalf("Load after Save: err %v", err)
+	}
+	// A stale writer loses, and its error names neither password.
+	_, err = s.Save(ctx, "account", next, v)
+	if !errors.Is(err, daemon.ErrConflict) {
+		t.Fatalf("stale Save = %v, want ErrConflict", err)
+	}
+	checkErr(t, err, srv, pw, pending)
+	// The key now refuses writes without check-and-set, so a plain
+	// "vault kv put" cannot silently replace the password.
+	if _, err := kv.Put(ctx, testPath(t)+"/account", map[string]any{"password": "someone-else"}); err == nil {
+		t.Fatal("a write without check-and-set was accepted")
+	}
+}

@@ -369,7 +369,7 @@ func (s *Store) Save(ctx context.Context, key string, rec daemon.Record, version
 	if err != nil {
 		return 0, err
 	}
-	return s.putKV(ctx, key, data, version, rec.Token.Reveal())
+	return s.putKV(ctx, key, data, version, rec.Token.Reveal(), string(rec.Password), string(rec.PendingPassword))
 }
 
 // getKV reads the latest version of key, with the store's auth handling.

@@ -11,10 +11,11 @@ import (
 func rotateCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "rotate",
-		Usage:     "replace a project's client token, revoking the old one after a grace period",
-		UsageText: "exlessctl rotate --scope client --project ID|ORG/NAME [--grace 10m]\n   exlessctl rotate --scope client --project ID --grace 0   # leaked token: revoke at once",
+		Usage:     "replace a project's client token (revoking the old one after a grace period), or change the account password",
+		UsageText: "exlessctl rotate --scope client --project ID|ORG/NAME [--grace 10m]\n   exlessctl rotate --scope client --project ID --grace 0   # leaked token: revoke at once\n   exlessctl rotate --scope user --password   # new account password (kept in Vault) and user token",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "scope", Value: daemon.ScopeClient, Usage: "`client` (the user token is never rotated this way)"},
+			&cli.StringFlag{Name: "scope", Value: daemon.ScopeClient, Usage: "`client`, or user with --password"},
+			&cli.BoolFlag{Name: "password", Usage: "with --scope user: change the Exceptionless password to a new random one kept in Vault (needs exceptionless.password_vault_key); every login token of the account, web sessions included, stops working"},
 			&cli.StringFlag{Name: "project", Usage: "project `ID` or ORG/NAME"},
 			&cli.StringFlag{Name: "grace", Usage: "how long the old token stays valid, e.g. 10m; 0 revokes at once (default: the daemon's rotation.grace)"},
 			formatFlag(),
@@ -28,10 +29,23 @@ func rotateCommand() *cli.Command {
 			}
 			switch c.String("scope") {
 			case daemon.ScopeClient:
+				if c.Bool("password") {
+					return usagef(c, "--password goes with --scope user")
+				}
 			case daemon.ScopeUser:
-				return usagef(c, "the user token is not rotated: exlessd logs in again when Exceptionless rejects it (logging out would end every session of the account)")
+				if !c.Bool("password") {
+					return usagef(c, "the user token is not rotated on its own: exlessd logs in again when Exceptionless rejects it; --password changes the account password, which replaces it")
+				}
+				if c.IsSet("project") || c.IsSet("grace") {
+					return usagef(c, "--scope user --password takes no --project or --grace")
+				}
+				res, err := client(c).RotatePassword(c.Context)
+				if err != nil {
+					return err
+				}
+				return writeView(c, res, renderPasswordRotate)
 			default:
-				return usagef(c, "--scope must be client, not %s", shown(c.String("scope")))
+				return usagef(c, "--scope must be client or user, not %s", shown(c.String("scope")))
 			}
 			project := c.String("project")
 			if project == "" {
@@ -76,6 +90,24 @@ func renderRotate(t *table, o object) {
 		}
 		for _, g := range got {
 			t.add("holder", plain("", g)+" (restart it to pick up the new token)")
+		}
+	}
+	t.addRest(o)
+}
+
+func renderPasswordRotate(t *table, o object) {
+	for _, k := range []struct{ key, label string }{
+		{"old_fingerprint", "old token"}, {"new_fingerprint", "new token"}, {"changed_at", "changed"},
+	} {
+		if v, ok := o.take(k.key); ok {
+			t.add(k.label, plain("", v))
+		}
+	}
+	t.add("password", "changed; the new one is in Vault only")
+	if v, ok := o.take("received_by"); ok {
+		got, _ := v.([]any)
+		for _, g := range got {
+			t.add("holder", plain("", g)+" (its user token no longer works: fetch again or restart it)")
 		}
 	}
 	t.addRest(o)

@@ -64,8 +64,12 @@ func renderStatus(t *table, o object) {
 		{"tokens_served", "served"}, {"requests_denied", "refused"},
 		{"logins", "logins"}, {"mints", "mints"}, {"rotations", "rotations"}, {"revocations", "revocations"},
 		{"connections_cut_off", "connections cut off"}, {"rate_limited", "rate limited"},
+		{"password_changes", "password changes"},
 	} {
 		if v, ok := o.take(c.key); ok {
+			if c.key == "password_changes" && plain("", v) == "0" {
+				continue // only daemons with the password in Vault change it
+			}
 			counts = append(counts, c.what+" "+plain("", v))
 		}
 	}

@@ -111,6 +111,7 @@ func configuredService(ctx context.Context, log *slog.Logger, ls listeners, lc l
 		Upstream:     api,
 		Email:        cfg.Exceptionless.Email,
 		Password:     passwordReader(cfg.Exceptionless.PasswordFile),
+		PasswordKey:  cfg.Exceptionless.PasswordVaultKey,
 		Host:         host,
 		Logger:       log,
 		PollInterval: cfg.PollInterval,

@@ -57,6 +57,9 @@ func validate(ctx context.Context, w io.Writer, path, credDir string, online boo
 		}
 		fmt.Fprintf(w, "%s: %s is readable\n", f.field, f.path)
 	}
+	if k := lc.Exceptionless.PasswordVaultKey; k != "" {
+		fmt.Fprintf(w, "exceptionless.password_vault_key: the password is read from vault key %q (under vault.path)\n", k)
+	}
 	if online {
 		if err := checkVault(ctx, lc); err != nil {
 			problems = append(problems, err)
