@@ -91,9 +91,10 @@ vault {
 # lift the per-uid rate limit and the connection cap, which exist to stop
 # floods, so that what is measured is the serving path.
 limits {
-  max_connections     = 100000
-  requests_per_second = 1e9
-  burst               = 1000000
+  max_connections         = 100000
+  max_connections_per_uid = 100000
+  requests_per_second     = 1e9
+  burst                   = 1000000
 }
 %s`, socket, s.exURL, s.email, s.pwFile, s.vaultAddr, s.tokenFile, s.vaultPath, rb.String())
 	confPath := filepath.Join(s.dir, name+".hcl")

@@ -147,9 +147,17 @@ type fileConfig struct {
 }
 
 type limitsBlock struct {
-	MaxConnections    *int     `hcl:"max_connections,optional"`
-	RequestsPerSecond *float64 `hcl:"requests_per_second,optional"`
-	Burst             *int     `hcl:"burst,optional"`
+	MaxConnections       *int     `hcl:"max_connections,optional"`
+	MaxConnectionsPerUID *int     `hcl:"max_connections_per_uid,optional"`
+	RequestsPerSecond    *float64 `hcl:"requests_per_second,optional"`
+	Burst                *int     `hcl:"burst,optional"`
+	HeaderTimeout        *string  `hcl:"header_timeout,optional"`
+	RequestTimeout       *string  `hcl:"request_timeout,optional"`
+	WriteTimeout         *string  `hcl:"write_timeout,optional"`
+	IdleTimeout          *string  `hcl:"idle_timeout,optional"`
+	MaxHeaderBytes       *int     `hcl:"max_header_bytes,optional"`
+	MaxBodyBytes         *int64   `hcl:"max_body_bytes,optional"`
+	ExeHashConcurrency   *int     `hcl:"exe_hash_concurrency,optional"`
 }
 
 type rotationBlock struct {
@@ -327,14 +335,35 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		}
 	}
 	if l := fc.Limits; l != nil {
-		if l.MaxConnections != nil {
-			cfg.Limits.MaxConnections = *l.MaxConnections
+		setInt := func(dst *int, v *int) {
+			if v != nil {
+				*dst = *v
+			}
 		}
+		setInt(&cfg.Limits.MaxConnections, l.MaxConnections)
+		setInt(&cfg.Limits.MaxConnectionsPerUID, l.MaxConnectionsPerUID)
+		setInt(&cfg.Limits.Burst, l.Burst)
+		setInt(&cfg.Limits.MaxHeaderBytes, l.MaxHeaderBytes)
+		setInt(&cfg.Limits.ExeHashConcurrency, l.ExeHashConcurrency)
 		if l.RequestsPerSecond != nil {
 			cfg.Limits.RequestsPerSecond = *l.RequestsPerSecond
 		}
-		if l.Burst != nil {
-			cfg.Limits.Burst = *l.Burst
+		if l.MaxBodyBytes != nil {
+			cfg.Limits.MaxBodyBytes = *l.MaxBodyBytes
+		}
+		for _, d := range []struct {
+			field string
+			dst   *time.Duration
+			v     *string
+		}{
+			{"limits.header_timeout", &cfg.Limits.HeaderTimeout, l.HeaderTimeout},
+			{"limits.request_timeout", &cfg.Limits.RequestTimeout, l.RequestTimeout},
+			{"limits.write_timeout", &cfg.Limits.WriteTimeout, l.WriteTimeout},
+			{"limits.idle_timeout", &cfg.Limits.IdleTimeout, l.IdleTimeout},
+		} {
+			if err := dur(d.field, d.dst, d.v); err != nil {
+				return cfg, err
+			}
 		}
 	}
 	cfg.Exceptionless.PasswordFile = relCred(cfg.Exceptionless.PasswordFile)
@@ -524,11 +553,8 @@ func (c *Config) Validate() error {
 		// the web UI's own logins count too: keep a margin.
 		return c.fieldError("fleet.login_budget", errors.New("must be between 1 and 4 (Exceptionless locks the account at the sixth attempt per quarter hour)"))
 	}
-	if c.Limits.MaxConnections < 1 {
-		return c.fieldError("limits.max_connections", errors.New("must be at least 1"))
-	}
-	if c.Limits.RequestsPerSecond <= 0 || c.Limits.Burst < 1 {
-		return c.fieldError("limits.requests_per_second", errors.New("requests_per_second must be above 0 and burst at least 1"))
+	if err := c.validateLimits(); err != nil {
+		return err
 	}
 	for _, r := range c.Rules {
 		if err := r.Validate(); err != nil {
@@ -538,6 +564,37 @@ func (c *Config) Validate() error {
 			}
 			return c.fieldError("rule."+r.Name, err)
 		}
+	}
+	return nil
+}
+
+// validateLimits checks the limits block: every limit must exist (none
+// can be switched off) and the timeouts must nest.
+func (c *Config) validateLimits() error {
+	l := c.Limits
+	switch {
+	case l.MaxConnections < 1:
+		return c.fieldError("limits.max_connections", errors.New("must be at least 1"))
+	case l.MaxConnectionsPerUID < 1 || l.MaxConnectionsPerUID > l.MaxConnections:
+		return c.fieldError("limits.max_connections_per_uid", fmt.Errorf("must be between 1 and max_connections (%d)", l.MaxConnections))
+	case l.RequestsPerSecond <= 0 || l.Burst < 1:
+		return c.fieldError("limits.requests_per_second", errors.New("requests_per_second must be above 0 and burst at least 1"))
+	case l.HeaderTimeout < 100*time.Millisecond:
+		return c.fieldError("limits.header_timeout", errors.New(`must be at least 100ms; "5s" suits local peers`))
+	case l.RequestTimeout < l.HeaderTimeout:
+		return c.fieldError("limits.request_timeout", fmt.Errorf("must be at least header_timeout (%s): it bounds headers and body together", l.HeaderTimeout))
+	case l.WriteTimeout < l.RequestTimeout:
+		// The write deadline runs from when the request was read, and a
+		// token fetch may wait on Vault and Exceptionless.
+		return c.fieldError("limits.write_timeout", fmt.Errorf("must be at least request_timeout (%s); \"1m\" leaves room for slow upstreams", l.RequestTimeout))
+	case l.IdleTimeout < 100*time.Millisecond:
+		return c.fieldError("limits.idle_timeout", errors.New("must be at least 100ms"))
+	case l.MaxHeaderBytes < 1024:
+		return c.fieldError("limits.max_header_bytes", errors.New("must be at least 1024 (a plain request needs a few hundred bytes)"))
+	case l.MaxBodyBytes < 1:
+		return c.fieldError("limits.max_body_bytes", errors.New("must be at least 1 (the API takes no bodies; the default 4096 is plenty)"))
+	case l.ExeHashConcurrency < 1:
+		return c.fieldError("limits.exe_hash_concurrency", errors.New("must be at least 1"))
 	}
 	return nil
 }

@@ -337,3 +337,61 @@ func TestPasswordVaultKey(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsSettings(t *testing.T) {
+	cfg, err := ParseConfig("exlessd.hcl", []byte(contractConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits != DefaultLimits {
+		t.Errorf("a file without limits gets %+v, want the defaults %+v", cfg.Limits, DefaultLimits)
+	}
+	src := contractConfig + `
+limits {
+  max_connections         = 100
+  max_connections_per_uid = 10
+  requests_per_second     = 5
+  burst                   = 10
+  header_timeout          = "2s"
+  request_timeout         = "4s"
+  write_timeout           = "30s"
+  idle_timeout            = "20s"
+  max_header_bytes        = 8192
+  max_body_bytes          = 1024
+  exe_hash_concurrency    = 1
+}`
+	if cfg, err = ParseConfig("exlessd.hcl", []byte(src)); err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Limits{
+		MaxConnections: 100, MaxConnectionsPerUID: 10, RequestsPerSecond: 5, Burst: 10,
+		HeaderTimeout: 2 * time.Second, RequestTimeout: 4 * time.Second, WriteTimeout: 30 * time.Second,
+		IdleTimeout: 20 * time.Second, MaxHeaderBytes: 8192, MaxBodyBytes: 1024, ExeHashConcurrency: 1,
+	}
+	if cfg.Limits != want {
+		t.Errorf("parsed %+v, want %+v", cfg.Limits, want)
+	}
+	for _, tc := range []struct{ edit, field, hint string }{
+		{"max_connections_per_uid = 300", "limits.max_connections_per_uid", "between 1 and max_connections (256)"},
+		{"max_connections = 0", "limits.max_connections", "at least 1"},
+		{`header_timeout = "soon"`, "limits.header_timeout", "duration"},
+		{`header_timeout = "1ms"`, "limits.header_timeout", "at least 100ms"},
+		{`request_timeout = "1s"`, "limits.request_timeout", "at least header_timeout (5s)"},
+		{`write_timeout = "5s"`, "limits.write_timeout", "at least request_timeout (10s)"},
+		{`idle_timeout = "0s"`, "limits.idle_timeout", "at least 100ms"},
+		{"max_header_bytes = 100", "limits.max_header_bytes", "at least 1024"},
+		{"max_body_bytes = 0", "limits.max_body_bytes", "at least 1"},
+		{"exe_hash_concurrency = 0", "limits.exe_hash_concurrency", "at least 1"},
+	} {
+		cfg, err := ParseConfig("exlessd.hcl", []byte(contractConfig+"\nlimits {\n  "+tc.edit+"\n}"))
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), tc.hint) {
+			t.Errorf("%s: error %v, want one naming %s and saying %q", tc.edit, err, tc.field, tc.hint)
+		}
+	}
+}

@@ -28,7 +28,14 @@ import (
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
-func TestMain(m *testing.M) { vaulttest.Main(m) }
+func TestMain(m *testing.M) {
+	// The test binary doubles as a peer process for tests that need other
+	// uids, units or many processes (see runHelper).
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode))
+	}
+	vaulttest.Main(m)
+}
 
 // env is one daemon wired to the shared real Vault (on a path of its own)
 // and a fresh Exceptionless test server, serving on a socket.

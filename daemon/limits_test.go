@@ -3,9 +3,12 @@ package daemon_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,5 +103,49 @@ func TestConnectionCap(t *testing.T) {
 	}
 	if st.ConnectionsCutOff == 0 {
 		t.Error("status does not count the refused connection")
+	}
+}
+
+// The rate limit is per attested identity: a unit that floods is refused
+// while another unit of the same uid keeps its own budget; all units of a
+// uid together still get only uidRateFactor (4) buckets' worth.
+func TestRateLimitPerUnit(t *testing.T) {
+	requireRoot(t)
+	// A refill of one request per 1000 s: every bucket holds its burst.
+	e := newEnvWith(t, rootRule(), daemon.Limits{RequestsPerSecond: 0.001, Burst: 3})
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf("exless-rate-%d", os.Getpid())
+	statuses := func(unit string, n int) map[string]int {
+		t.Helper()
+		cg := unitCgroup(t, tag+"-"+unit+".service")
+		h := startHelper(t, bin, e.socket, "requests", n, &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())})
+		got := map[string]int{}
+		for range n {
+			got[h.line(t)]++
+		}
+		h.stop(t)
+		return got
+	}
+	if got := statuses("flood", 10); got["200"] != 3 || got["429"] != 7 {
+		t.Fatalf("a unit sending 10 requests with a burst of 3: %v, want 3 200s and 7 429s", got)
+	}
+	if got := statuses("quiet", 3); got["200"] != 3 {
+		t.Errorf("another unit of the same uid after the flood: %v, want 3 200s", got)
+	}
+	// The uid's bucket holds 4 x 3 = 12: flood and quiet took 6.
+	if got := statuses("more1", 3); got["200"] != 3 {
+		t.Errorf("a third unit: %v, want 3 200s", got)
+	}
+	if got := statuses("more2", 4); got["200"] != 3 || got["429"] != 1 {
+		t.Errorf("a fourth unit: %v, want 3 200s and a 429", got)
+	}
+	if got := statuses("more3", 3); got["429"] != 3 {
+		t.Errorf("a fifth unit once the uid spent 4 bursts: %v, want 3 429s", got)
+	}
+	if !strings.Contains(e.logs.String(), "unit="+tag+"-flood.service") {
+		t.Errorf("the rate-limit warning does not name the flooding unit")
 	}
 }

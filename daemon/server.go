@@ -42,19 +42,50 @@ type ServerConfig struct {
 	Limits Limits
 }
 
-// Limits bound the resources one peer, or all of them, can take.
+// Limits bound the resources one peer, or all of them, can take. Every
+// cut-off is counted per reason in Status and logged at most once a minute
+// per reason.
 type Limits struct {
 	// MaxConnections is how many connections are served at once; beyond
 	// it new connections are closed at once (and counted), not queued.
-	MaxConnections int
-	// RequestsPerSecond and Burst are a token bucket per uid: beyond it a
-	// peer gets 429 with Retry-After.
+	// MaxConnectionsPerUID is how many of them one uid may hold, so that
+	// one user's idle or stuck connections cannot take every slot.
+	MaxConnections       int
+	MaxConnectionsPerUID int
+	// RequestsPerSecond and Burst are a token bucket per attested
+	// identity (uid and systemd unit; uid alone outside units): beyond it
+	// a peer gets 429 with Retry-After. All of one uid's units together
+	// get uidRateFactor times that.
 	RequestsPerSecond float64
 	Burst             int
+	// HeaderTimeout bounds reading a request's headers, which also cuts a
+	// connection that never sends one; RequestTimeout bounds reading a
+	// whole request, body included; WriteTimeout bounds handling it and
+	// writing the reply; IdleTimeout closes a kept-alive connection that
+	// sends nothing more.
+	HeaderTimeout  time.Duration
+	RequestTimeout time.Duration
+	WriteTimeout   time.Duration
+	IdleTimeout    time.Duration
+	// MaxHeaderBytes bounds a request's headers (431 beyond it);
+	// MaxBodyBytes its body (413 beyond it: the API takes no bodies).
+	MaxHeaderBytes int
+	MaxBodyBytes   int64
+	// ExeHashConcurrency is how many executables are hashed at once for
+	// exe rules; other first-seen binaries wait their turn (at most
+	// HeaderTimeout).
+	ExeHashConcurrency int
 }
 
 // DefaultLimits are generous for scripts and units, small for a flood.
-var DefaultLimits = Limits{MaxConnections: 256, RequestsPerSecond: 100, Burst: 200}
+var DefaultLimits = Limits{
+	MaxConnections: 256, MaxConnectionsPerUID: 64,
+	RequestsPerSecond: 100, Burst: 200,
+	HeaderTimeout: 5 * time.Second, RequestTimeout: 10 * time.Second,
+	WriteTimeout: time.Minute, IdleTimeout: time.Minute,
+	MaxHeaderBytes: 16 << 10, MaxBodyBytes: 4 << 10,
+	ExeHashConcurrency: peer.DefaultHashConcurrency,
+}
 
 // Server answers the socket API. Every connection it serves carries the
 // peer's kernel-reported credentials, read at accept.
@@ -68,11 +99,13 @@ type Server struct {
 	attest *peer.Attestor
 	limits Limits
 
-	conns     atomic.Int64  // open connections
-	cutOff    atomic.Uint64 // connections refused over MaxConnections
-	throttled atomic.Uint64 // requests refused by the per-uid rate limit
+	conns     atomic.Int64 // open connections
+	uidMu     sync.Mutex
+	uidConns  map[uint32]int // open connections per uid
+	cuts      cutOffs
+	throttled atomic.Uint64 // requests refused by the rate limit
 	rateMu    sync.Mutex
-	rates     map[uint32]*rate.Limiter
+	rates     map[rateKey]*rate.Limiter
 
 	served atomic.Uint64
 	denied atomic.Uint64
@@ -95,18 +128,10 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{broker: cfg.Broker, log: cfg.Logger.With("system", "server"), reload: cfg.Reload, attest: cfg.Attestor}
+	s.limits = cfg.Limits.withDefaults()
 	if s.attest == nil {
 		s.attest = peer.NewAttestor(peer.Options{})
-	}
-	s.limits = cfg.Limits
-	if s.limits.MaxConnections <= 0 {
-		s.limits.MaxConnections = DefaultLimits.MaxConnections
-	}
-	if s.limits.RequestsPerSecond <= 0 {
-		s.limits.RequestsPerSecond = DefaultLimits.RequestsPerSecond
-	}
-	if s.limits.Burst <= 0 {
-		s.limits.Burst = DefaultLimits.Burst
+		s.attest.LimitHashing(s.limits.ExeHashConcurrency, s.limits.HeaderTimeout)
 	}
 	s.policy.Store(cfg.Policy)
 	s.mux = http.NewServeMux()
@@ -135,9 +160,16 @@ func (s *Server) SetPolicy(p *policy.Policy) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: s.limits.HeaderTimeout,
+		ReadTimeout:       s.limits.RequestTimeout,
+		WriteTimeout:      s.limits.WriteTimeout,
+		IdleTimeout:       s.limits.IdleTimeout,
+		MaxHeaderBytes:    s.limits.MaxHeaderBytes,
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if pc, ok := c.(*peerConn); ok {
+				pc.setState(st)
+			}
+		},
 		// Requests outlive the shutdown signal so that Shutdown can drain
 		// them; Shutdown's own timeout bounds the wait.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
@@ -181,49 +213,13 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Over the cap a connection is closed at once rather than queued:
+		// Over a cap a connection is closed at once rather than queued:
 		// a flood of idle connections must not delay the peers that
 		// matter, nor grow memory without bound.
-		if l.s.conns.Add(1) > int64(l.s.limits.MaxConnections) {
-			l.s.conns.Add(-1)
-			if n := l.s.cutOff.Add(1); n == 1 || n%1000 == 0 {
-				l.s.log.Warn("refusing connections over max_connections", "max_connections", l.s.limits.MaxConnections, "refused_total", n)
-			}
-			c.Close()
-			continue
+		if pc := l.s.admit(c); pc != nil {
+			return pc, nil
 		}
-		return &peerConn{Conn: c, s: l.s}, nil
 	}
-}
-
-func (pc *peerConn) Close() error {
-	var err error
-	pc.closeOnce.Do(func() {
-		pc.s.conns.Add(-1)
-		err = pc.Conn.Close()
-	})
-	return err
-}
-
-// allowRate spends one request from the uid's bucket, or says how long to
-// wait.
-func (s *Server) allowRate(uid uint32) (time.Duration, bool) {
-	s.rateMu.Lock()
-	if s.rates == nil || len(s.rates) > 10000 {
-		s.rates = map[uint32]*rate.Limiter{}
-	}
-	l := s.rates[uid]
-	if l == nil {
-		l = rate.NewLimiter(rate.Limit(s.limits.RequestsPerSecond), s.limits.Burst)
-		s.rates[uid] = l
-	}
-	s.rateMu.Unlock()
-	r := l.Reserve()
-	if d := r.Delay(); d > 0 {
-		r.Cancel()
-		return d, false
-	}
-	return 0, true
 }
 
 type peerConn struct {
@@ -233,6 +229,7 @@ type peerConn struct {
 	closeOnce sync.Once
 	caller    *caller
 	err       error
+	connLimits
 }
 
 type connKey struct{}
@@ -242,17 +239,15 @@ func (pc *peerConn) Read(b []byte) (int, error) {
 	if pc.err != nil {
 		return 0, pc.err
 	}
-	return pc.Conn.Read(b)
+	n, err := pc.Conn.Read(b)
+	pc.noteRead(n, err)
+	return n, err
 }
 
 func (pc *peerConn) attest() {
 	c, err := pc.s.attestConn(pc.Conn)
 	if err != nil {
-		level := slog.LevelWarn
-		if errors.Is(err, peer.ErrPeerGone) {
-			level = slog.LevelInfo
-		}
-		pc.s.log.Log(context.Background(), level, "closing connection: cannot identify peer", "err", err)
+		pc.cut(cutUnidentified, "err", err)
 		pc.err = fmt.Errorf("peer not identified: %w", err)
 		return
 	}
@@ -302,12 +297,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if pc, _ := r.Context().Value(connKey{}).(*peerConn); pc != nil {
-		if wait, ok := s.allowRate(pc.caller.cred.UID); !ok {
+		if !s.readBody(w, r, pc) {
+			return
+		}
+		if wait, ok := s.allowRate(pc.caller); !ok {
 			if n := s.throttled.Add(1); n == 1 || n%1000 == 0 {
-				s.log.Warn("rate limiting a peer", "uid", pc.caller.cred.UID, "pid", pc.caller.cred.PID, "throttled_total", n)
+				s.log.Warn("rate limiting a peer", "uid", pc.caller.cred.UID, "unit", pc.caller.id.Unit, "pid", pc.caller.cred.PID, "throttled_total", n)
 			}
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			writeError(w, http.StatusTooManyRequests, CodeRateLimited, "too many requests from this uid; retry after the Retry-After seconds")
+			writeError(w, http.StatusTooManyRequests, CodeRateLimited, "too many requests from this uid and unit; retry after the Retry-After seconds")
 			return
 		}
 	}
@@ -846,8 +844,9 @@ func (s *Server) Status() Status {
 		Served: s.served.Load(), Denied: s.denied.Load(),
 		Tokens: b.Tokens, LeaseHolder: b.LeaseHolder, Logins: b.Counters.Logins, Mints: b.Counters.Mints,
 		Rotations: b.Counters.Rotations, Revocations: b.Counters.Revocations, PasswordChanges: b.Counters.PasswordChanges,
-		ConnectionsCutOff: s.cutOff.Load(), RateLimited: s.throttled.Load(),
+		RateLimited: s.throttled.Load(),
 	}
+	st.ConnectionsCutOff, st.CutOffs = s.cuts.counts()
 	if !b.LastRotation.IsZero() {
 		t := b.LastRotation
 		st.LastRotation = &t

@@ -63,10 +63,14 @@ type Status struct {
 	// PasswordChanges counts account password changes this daemon made or
 	// completed (exlessctl rotate --scope user --password).
 	PasswordChanges uint64 `json:"password_changes"`
-	// ConnectionsCutOff counts connections refused over max_connections;
-	// RateLimited counts requests refused by the per-uid rate limit.
-	ConnectionsCutOff uint64 `json:"connections_cut_off"`
-	RateLimited       uint64 `json:"rate_limited"`
+	// ConnectionsCutOff counts connections the daemon's limits closed or
+	// refused, CutOffs the same by reason (max_connections,
+	// per_uid_connections, unidentified, header_timeout, idle_timeout,
+	// request_timeout, write_timeout, header_too_large, body_too_large);
+	// RateLimited counts requests refused by the rate limit.
+	ConnectionsCutOff uint64            `json:"connections_cut_off"`
+	CutOffs           map[string]uint64 `json:"connections_cut_off_by_reason,omitempty"`
+	RateLimited       uint64            `json:"rate_limited"`
 }
 
 // ErrorResponse is the body of every error reply.

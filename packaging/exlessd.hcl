@@ -33,6 +33,22 @@ vault {
   path       = "exless/prod"
 }
 
+# What one peer, or all of them, can make exlessd do; the defaults suit a
+# host's scripts and units. The README explains each; uncomment to change.
+# limits {
+#   max_connections         = 256
+#   max_connections_per_uid = 64
+#   requests_per_second     = 100   # per uid and unit
+#   burst                   = 200
+#   header_timeout          = "5s"
+#   request_timeout         = "10s"
+#   write_timeout           = "1m"
+#   idle_timeout            = "1m"
+#   max_header_bytes        = 16384
+#   max_body_bytes          = 4096
+#   exe_hash_concurrency    = 2
+# }
+
 # Default deny: nothing is handed out until a rule says so.
 rule "ops" {
   users    = ["root"]

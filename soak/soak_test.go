@@ -245,7 +245,7 @@ func TestSoak(t *testing.T) {
 	srv = daemon.NewServer(daemon.ServerConfig{
 		Broker: broker, Policy: pol, Logger: logger,
 		// Sized for the soak's load: the limits themselves have their own tests.
-		Limits: daemon.Limits{MaxConnections: 4096, RequestsPerSecond: 1e6, Burst: 1 << 20},
+		Limits: daemon.Limits{MaxConnections: 4096, MaxConnectionsPerUID: 4096, RequestsPerSecond: 1e6, Burst: 1 << 20},
 		Reload: func(context.Context) error {
 			p, _, err := policy.Compile(rules, nil)
 			if err == nil {

@@ -52,7 +52,10 @@
 // the allowed program must really be running, as the connecting process,
 // until then. Hashes are cached by (device, inode, size, mtime, ctime) and
 // only for files unchanged for a few seconds, since file times come from a
-// coarse clock.
+// coarse clock. Peers cannot make the daemon read without bound: a file
+// over MaxExeSize is refused from its fstat, at most a few files are
+// hashed at once (LimitHashing), and a peer that waits too long for a turn
+// is attested without its executable.
 //
 // What remains, besides the above:
 //

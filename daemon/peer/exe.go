@@ -17,9 +17,13 @@ import (
 const (
 	// hashCacheEntries bounds the cache of executable hashes.
 	hashCacheEntries = 1024
-	// hashWorkers bounds how many executables are hashed at once, so
-	// peers cannot make the daemon hash in parallel without limit.
-	hashWorkers = 2
+	// DefaultHashConcurrency bounds how many executables are hashed at
+	// once, so peers running many distinct binaries cannot make the daemon
+	// hash in parallel without limit; LimitHashing changes it.
+	DefaultHashConcurrency = 2
+	// defaultHashWait is how long a peer waits for a turn to hash before
+	// it is attested without its executable (see LimitHashing).
+	defaultHashWait = 5 * time.Second
 	// racyWindow: a file changed this recently is hashed but not cached.
 	// File times come from a coarse clock, so a write in the same tick as
 	// the previous one can leave (size, mtime, ctime) unchanged; once the
@@ -31,6 +35,32 @@ const (
 // testHookExeReadlinked, when set, runs between reading /proc/<pid>/exe's
 // target and opening it.
 var testHookExeReadlinked func(path string)
+
+// testHookHashing, when set, runs while a hash holds its turn.
+var testHookHashing func()
+
+// errHashBusy is why an executable was not hashed when every turn stayed
+// taken for as long as the peer may wait.
+var errHashBusy = errors.New("exlessd is busy hashing other executables; try again")
+
+// LimitHashing sets how many executables a hashes at once (n < 1 means
+// DefaultHashConcurrency) and how long a peer waits for a turn (wait <= 0
+// means 5s). A peer that waits longer is attested without its executable:
+// exe rules do not match it. The daemon passes its header timeout, past
+// which the connection is cut anyway. Call it before a is used.
+func (a *Attestor) LimitHashing(n int, wait time.Duration) {
+	if n < 1 {
+		n = DefaultHashConcurrency
+	}
+	if wait <= 0 {
+		wait = defaultHashWait
+	}
+	a.hashes.sem = make(chan struct{}, n)
+	a.hashes.wait = wait
+}
+
+// MaxHashesInFlight reports the most executables a has hashed at once.
+func (a *Attestor) MaxHashesInFlight() int { return int(a.hashes.maxInFlight.Load()) }
 
 // readExe fills in the executable fields of id. Nothing here fails the
 // attestation: an executable that cannot vouch for the peer gets ExeErr,
@@ -145,8 +175,11 @@ type hashCache struct {
 	entries  map[fileKey]*list.Element // of *cacheEntry
 	lru      list.List                 // most recently used first
 	inflight map[fileKey]*hashCall
-	sem      chan struct{}
+	sem      chan struct{} // one slot per hash allowed at once
+	wait     time.Duration // longest wait for a slot
 	count    atomic.Uint64
+
+	inFlight, maxInFlight atomic.Int64
 }
 
 type cacheEntry struct {
@@ -168,7 +201,8 @@ func newHashCache() *hashCache {
 		racy:     racyWindow,
 		entries:  make(map[fileKey]*list.Element),
 		inflight: make(map[fileKey]*hashCall),
-		sem:      make(chan struct{}, hashWorkers),
+		sem:      make(chan struct{}, DefaultHashConcurrency),
+		wait:     defaultHashWait,
 	}
 }
 
@@ -223,14 +257,46 @@ func (h *hashCache) recent(st *unix.Stat_t) bool {
 	return false
 }
 
+// acquire takes a hashing slot, waiting at most h.wait for one.
+func (h *hashCache) acquire() bool {
+	select {
+	case h.sem <- struct{}{}:
+	default:
+		t := time.NewTimer(h.wait)
+		defer t.Stop()
+		select {
+		case h.sem <- struct{}{}:
+		case <-t.C:
+			return false
+		}
+	}
+	n := h.inFlight.Add(1)
+	for {
+		m := h.maxInFlight.Load()
+		if n <= m || h.maxInFlight.CompareAndSwap(m, n) {
+			return true
+		}
+	}
+}
+
+func (h *hashCache) release() {
+	h.inFlight.Add(-1)
+	<-h.sem
+}
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // hash reads exactly key.size bytes of fd from offset 0 and checks the
 // file did not change while it was read.
 func (h *hashCache) hash(fd int, key fileKey) (string, error) {
-	h.sem <- struct{}{}
-	defer func() { <-h.sem }()
+	if !h.acquire() {
+		return "", errHashBusy
+	}
+	defer h.release()
 	h.count.Add(1)
+	if testHookHashing != nil {
+		testHookHashing()
+	}
 
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
