@@ -60,10 +60,20 @@ type Status struct {
 	Mints        uint64        `json:"mints"`
 	Rotations    uint64        `json:"rotations"`
 	Revocations  uint64        `json:"revocations"`
-	// ConnectionsCutOff counts connections refused over max_connections;
-	// RateLimited counts requests refused by the per-uid rate limit.
+	// ConnectionsCutOff counts connections the server closed on its own
+	// initiative (over max_connections, and the reasons in
+	// ConnectionsCutOffByReason); RateLimited counts requests answered 429
+	// (the per-uid rate limit, too many unknown projects).
 	ConnectionsCutOff uint64 `json:"connections_cut_off"`
 	RateLimited       uint64 `json:"rate_limited"`
+	// Requests counts every request answered; AttestationFailures the
+	// connections whose peer could not be identified; VaultErrors and
+	// UpstreamErrors the failed calls to Vault and Exceptionless.
+	Requests                  uint64            `json:"requests"`
+	AttestationFailures       uint64            `json:"attestation_failures"`
+	VaultErrors               uint64            `json:"vault_errors"`
+	UpstreamErrors            uint64            `json:"upstream_errors"`
+	ConnectionsCutOffByReason map[string]uint64 `json:"connections_cut_off_by_reason,omitempty"`
 }
 
 // ErrorResponse is the body of every error reply.
