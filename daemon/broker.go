@@ -114,6 +114,9 @@ type Broker struct {
 	projects *projectDirectory
 	id       string // this daemon's lease holder id
 
+	// Every call to Vault and Exceptionless, for metrics and status.
+	vaultCalls, upstreamCalls callCounts
+
 	mu                sync.Mutex
 	user              *heldToken
 	clients           map[string]*heldToken
@@ -167,6 +170,12 @@ func NewBroker(cfg BrokerConfig) *Broker {
 		clients:     map[string]*heldToken{},
 		unknown:     map[string]time.Time{},
 		userProblem: "not logged in yet",
+	}
+	if cfg.Store != nil {
+		b.cfg.Store = countingStore{cfg.Store, &b.vaultCalls}
+	}
+	if cfg.Upstream != nil {
+		b.cfg.Upstream = countingUpstream{cfg.Upstream, &b.upstreamCalls}
 	}
 	b.projects = &projectDirectory{
 		list: b.listProjects, now: cfg.Now, fresh: nameFreshness, minRetry: minNameRefresh,
@@ -785,15 +794,36 @@ func (b *Broker) upstreamFailure(err error) {
 		// The API's throttle counts per fixed quarter hour and sends no
 		// Retry-After: wait for the window to turn.
 		b.upstreamNotBefore = nextQuarter(now)
-		b.upstreamProblem = "exceptionless rate limit reached"
+		b.upstreamProblem = problemUpstreamThrottled
 	case errors.Is(err, exceptionless.ErrLoginDenied), errors.Is(err, exceptionless.ErrLoginFailed),
 		errors.Is(err, exceptionless.ErrLoginRejected):
-		b.upstreamProblem = "exceptionless refused the login"
+		b.upstreamProblem = problemUpstreamLogin
 	default:
 		b.upstreamNotBefore = now.Add(backoff(b.upstreamFails, 500*time.Millisecond, 5*time.Minute))
-		b.upstreamProblem = "exceptionless unavailable"
+		b.upstreamProblem = problemUpstreamDown
 	}
 }
+
+// Why the daemon is degraded, as bounded codes (for metrics) beside the
+// reasons' text (for people).
+const (
+	DegradedNotLoggedIn       = "not_logged_in"
+	DegradedVaultUnreachable  = "vault_unreachable"
+	DegradedUpstreamDown      = "upstream_unavailable"
+	DegradedUpstreamThrottled = "upstream_rate_limited"
+	DegradedUpstreamLogin     = "upstream_login_refused"
+	DegradedStaleTokens       = "stale_tokens"
+)
+
+// DegradedCodes lists every code BrokerStatus.DegradedCodes can hold.
+var DegradedCodes = []string{DegradedNotLoggedIn, DegradedVaultUnreachable, DegradedUpstreamDown,
+	DegradedUpstreamThrottled, DegradedUpstreamLogin, DegradedStaleTokens}
+
+const (
+	problemUpstreamThrottled = "exceptionless rate limit reached"
+	problemUpstreamLogin     = "exceptionless refused the login"
+	problemUpstreamDown      = "exceptionless unavailable"
+)
 
 // TokenStatus describes one held token, without the token.
 type TokenStatus struct {
@@ -818,6 +848,13 @@ type BrokerStatus struct {
 	LastRotation    time.Time
 	Counters        BrokerCounters
 	DegradedReasons []string
+	// DegradedCodes holds one code of DegradedCodes per reason.
+	DegradedCodes []string
+}
+
+func (s *BrokerStatus) degrade(code, reason string) {
+	s.DegradedCodes = append(s.DegradedCodes, code)
+	s.DegradedReasons = append(s.DegradedReasons, reason)
 }
 
 // Status reports the broker's state. It holds no secrets.
@@ -843,22 +880,29 @@ func (b *Broker) Status() BrokerStatus {
 		add(h)
 	}
 	if b.user == nil && b.userProblem != "" && !(b.vaultProblem != "" && strings.HasPrefix(b.userProblem, "vault")) {
-		s.DegradedReasons = append(s.DegradedReasons, "not logged in: "+b.userProblem)
+		s.degrade(DegradedNotLoggedIn, "not logged in: "+b.userProblem)
 	} else if b.user == nil && b.vaultProblem != "" {
-		s.DegradedReasons = append(s.DegradedReasons, "not logged in")
+		s.degrade(DegradedNotLoggedIn, "not logged in")
 	}
 	if b.vaultProblem != "" {
-		s.DegradedReasons = append(s.DegradedReasons, b.vaultProblem)
+		s.degrade(DegradedVaultUnreachable, b.vaultProblem)
 	}
 	if b.pendingPassword != "" {
 		s.DegradedReasons = append(s.DegradedReasons, b.pendingPassword)
 	}
 	if b.upstreamProblem != "" && b.user != nil {
-		s.DegradedReasons = append(s.DegradedReasons, b.upstreamProblem)
+		code := DegradedUpstreamDown
+		switch b.upstreamProblem {
+		case problemUpstreamThrottled:
+			code = DegradedUpstreamThrottled
+		case problemUpstreamLogin:
+			code = DegradedUpstreamLogin
+		}
+		s.degrade(code, b.upstreamProblem)
 	}
 	for _, t := range s.Tokens {
 		if time.Duration(t.StaleSeconds*float64(time.Second)) > b.cfg.PollInterval*3 {
-			s.DegradedReasons = append(s.DegradedReasons, fmt.Sprintf("serving tokens last confirmed in vault %s ago", time.Duration(t.StaleSeconds*float64(time.Second)).Round(time.Second)))
+			s.degrade(DegradedStaleTokens, fmt.Sprintf("serving tokens last confirmed in vault %s ago", time.Duration(t.StaleSeconds*float64(time.Second)).Round(time.Second)))
 			break
 		}
 	}

@@ -37,6 +37,7 @@ type Config struct {
 	Rotation     RotationConfig
 	Fleet        FleetConfig
 	Limits       Limits
+	Metrics      MetricsConfig
 	// AllowPlainHTTP permits http:// URLs for Exceptionless and Vault on
 	// hosts other than loopback. Tokens would cross the network in clear.
 	AllowPlainHTTP bool
@@ -88,6 +89,19 @@ type RotationConfig struct {
 	Grace  time.Duration // how long a rotated-out token stays valid
 	MaxAge time.Duration // rotate tokens older than this; zero: never
 }
+
+// MetricsConfig sets up a listener of its own for a Prometheus scraper.
+// It serves GET /metrics to whoever can connect, without the policy (a TCP
+// peer cannot be identified); the metrics hold no secrets. The API socket's
+// /v1/metrics, under the policy, is always there.
+type MetricsConfig struct {
+	// Listen is a loopback "host:port" or an absolute Unix socket path
+	// (made with socket_mode and socket_group); empty: no such listener.
+	Listen string
+}
+
+// IsSocket reports whether Listen names a Unix socket.
+func (m MetricsConfig) IsSocket() bool { return strings.HasPrefix(m.Listen, "/") }
 
 // FleetConfig governs how daemons sharing a Vault path coordinate.
 type FleetConfig struct {
@@ -144,6 +158,11 @@ type fileConfig struct {
 	Rotation      *rotationBlock      `hcl:"rotation,block"`
 	Fleet         *fleetBlock         `hcl:"fleet,block"`
 	Limits        *limitsBlock        `hcl:"limits,block"`
+	Metrics       *metricsBlock       `hcl:"metrics,block"`
+}
+
+type metricsBlock struct {
+	Listen *string `hcl:"listen,optional"`
 }
 
 type limitsBlock struct {
@@ -366,6 +385,9 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 			}
 		}
 	}
+	if m := fc.Metrics; m != nil {
+		set(&cfg.Metrics.Listen, m.Listen)
+	}
 	cfg.Exceptionless.PasswordFile = relCred(cfg.Exceptionless.PasswordFile)
 	cfg.Vault.TokenFile = relCred(cfg.Vault.TokenFile)
 	cfg.Vault.CAFile = rel(cfg.Vault.CAFile)
@@ -556,6 +578,9 @@ func (c *Config) Validate() error {
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
+	if err := c.Metrics.validate(); err != nil {
+		return c.fieldError("metrics.listen", err)
+	}
 	for _, r := range c.Rules {
 		if err := r.Validate(); err != nil {
 			var fe *policy.FieldError
@@ -595,6 +620,31 @@ func (c *Config) validateLimits() error {
 		return c.fieldError("limits.max_body_bytes", errors.New("must be at least 1 (the API takes no bodies; the default 4096 is plenty)"))
 	case l.ExeHashConcurrency < 1:
 		return c.fieldError("limits.exe_hash_concurrency", errors.New("must be at least 1"))
+	}
+	return nil
+}
+
+// validate refuses addresses beyond loopback: the listener has no policy, so
+// it must not be reachable from other hosts.
+func (m MetricsConfig) validate() error {
+	if m.Listen == "" {
+		return nil
+	}
+	if m.IsSocket() {
+		if len(m.Listen) > 107 {
+			return fmt.Errorf("path is %d bytes; unix sockets allow at most 107", len(m.Listen))
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(m.Listen)
+	if err != nil || port == "" {
+		return fmt.Errorf("%q must be a loopback host:port such as \"127.0.0.1:9464\", or an absolute socket path", m.Listen)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port must be a number (0 picks a free one, logged at start)", m.Listen)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%q: only loopback addresses (127.0.0.1, ::1, localhost): the metrics listener has no policy; scrape other hosts through a local agent or the API socket's /v1/metrics", m.Listen)
 	}
 	return nil
 }

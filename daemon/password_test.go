@@ -143,6 +143,10 @@ func TestPasswordInVault(t *testing.T) {
 	if st := e.broker.Status(); len(st.DegradedReasons) != 0 || st.Counters.PasswordChanges != 1 {
 		t.Errorf("status after the change: %+v", st)
 	}
+	m := metricsOf(t, e.srv)
+	if m.value("exless_password_changes_total") != 1 || m.value("exless_upstream_requests_total", "operation", "change_password", "result", "ok") != 1 {
+		t.Error("the password change is not in the metrics")
+	}
 	e.assertNoSecretsLogged(newPw)
 }
 

@@ -110,6 +110,8 @@ type Server struct {
 	served atomic.Uint64
 	denied atomic.Uint64
 
+	metrics *serverMetrics
+
 	// receivers remembers which peers got which token (by fingerprint), so
 	// a rotation can say who still holds the old one.
 	recvMu    sync.Mutex
@@ -134,6 +136,7 @@ func NewServer(cfg ServerConfig) *Server {
 		s.attest.LimitHashing(s.limits.ExeHashConcurrency, s.limits.HeaderTimeout)
 	}
 	s.policy.Store(cfg.Policy)
+	s.metrics = newServerMetrics(s)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v1/token", s.handleToken)
 	s.mux.HandleFunc("/v1/whoami", s.handleWhoAmI)
@@ -141,8 +144,9 @@ func NewServer(cfg ServerConfig) *Server {
 	s.mux.HandleFunc("/v1/reload", s.handleReload)
 	s.mux.HandleFunc("/v1/rotate", s.handleRotate)
 	s.mux.HandleFunc("/v1/policy/explain", s.handleExplain)
+	s.mux.HandleFunc("/v1/metrics", s.handleMetrics)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint; see GET /v1/token, /v1/whoami, /v1/status, /v1/policy/explain and POST /v1/reload")
+		writeError(w, http.StatusNotFound, CodeNotFound, "no such endpoint; see GET /v1/token, /v1/whoami, /v1/status, /v1/policy/explain, /v1/metrics and POST /v1/reload")
 	})
 	return s
 }
@@ -245,7 +249,9 @@ func (pc *peerConn) Read(b []byte) (int, error) {
 }
 
 func (pc *peerConn) attest() {
+	start := time.Now()
 	c, err := pc.s.attestConn(pc.Conn)
+	pc.s.metrics.attested(time.Since(start), err)
 	if err != nil {
 		pc.cut(cutUnidentified, "err", err)
 		pc.err = fmt.Errorf("peer not identified: %w", err)
@@ -278,8 +284,8 @@ func (s *Server) attestConn(c net.Conn) (*caller, error) {
 	return &caller{cred: pi.Cred, id: id, pin: pi.PinMethod}, nil
 }
 
-// ServeHTTP checks what applies to every request, then routes it.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// serveHTTP checks what applies to every request, then routes it.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if pc, ok := r.Context().Value(connKey{}).(*peerConn); !ok || pc.caller == nil {
 		// Only reachable if the server is run on a listener other than
 		// Serve's; fail closed.
@@ -395,6 +401,7 @@ func Fingerprint(t exceptionless.Token) string {
 // decide applies the policy and, on refusal, answers 403 and audits it.
 func (s *Server) decide(w http.ResponseWriter, c *caller, req policy.Request) (policy.Decision, bool) {
 	d := s.policy.Load().Decide(c.id, req)
+	s.metrics.decision(d)
 	if d.Allow {
 		return d, true
 	}
@@ -496,6 +503,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Scope == ScopeClient && !s.broker.Has(req.Project) {
 		if until, limited := s.missLimited(c.cred.UID); limited {
+			s.metrics.missLimited.Add(1)
 			s.audit(c, req, d, "", "rate limited (unknown projects)")
 			w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(until).Seconds())+1))
 			writeError(w, http.StatusTooManyRequests, CodeRateLimited,
@@ -844,7 +852,9 @@ func (s *Server) Status() Status {
 		Served: s.served.Load(), Denied: s.denied.Load(),
 		Tokens: b.Tokens, LeaseHolder: b.LeaseHolder, Logins: b.Counters.Logins, Mints: b.Counters.Mints,
 		Rotations: b.Counters.Rotations, Revocations: b.Counters.Revocations, PasswordChanges: b.Counters.PasswordChanges,
-		RateLimited: s.throttled.Load(),
+		RateLimited: s.throttled.Load() + s.metrics.missLimited.Load(),
+		Requests:    s.metrics.total.Load(), AttestationFailures: s.metrics.attestFailed.Load(),
+		VaultErrors: failures(s.broker.VaultCalls()), UpstreamErrors: failures(s.broker.UpstreamCalls()),
 	}
 	st.ConnectionsCutOff, st.CutOffs = s.cuts.counts()
 	if !b.LastRotation.IsZero() {

@@ -67,10 +67,18 @@ type Status struct {
 	// refused, CutOffs the same by reason (max_connections,
 	// per_uid_connections, unidentified, header_timeout, idle_timeout,
 	// request_timeout, write_timeout, header_too_large, body_too_large);
-	// RateLimited counts requests refused by the rate limit.
+	// RateLimited counts requests answered 429 (the rate limit, too many
+	// unknown projects).
 	ConnectionsCutOff uint64            `json:"connections_cut_off"`
 	CutOffs           map[string]uint64 `json:"connections_cut_off_by_reason,omitempty"`
 	RateLimited       uint64            `json:"rate_limited"`
+	// Requests counts every request answered; AttestationFailures the
+	// connections whose peer could not be identified; VaultErrors and
+	// UpstreamErrors the failed calls to Vault and Exceptionless.
+	Requests            uint64 `json:"requests"`
+	AttestationFailures uint64 `json:"attestation_failures"`
+	VaultErrors         uint64 `json:"vault_errors"`
+	UpstreamErrors      uint64 `json:"upstream_errors"`
 }
 
 // ErrorResponse is the body of every error reply.

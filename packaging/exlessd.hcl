@@ -56,3 +56,10 @@ rule "ops" {
   projects = ["*"]
   actions  = ["token", "status", "reload"]
 }
+
+# Prometheus metrics for a scraper on a loopback port (off by default; any
+# local user can read them, and they hold no secrets). Peers granted the
+# "metrics" or "status" action can always GET /v1/metrics on the socket.
+# metrics {
+#   listen = "127.0.0.1:9464"
+# }

@@ -59,23 +59,40 @@ func renderStatus(t *table, o object) {
 	if v, ok := o.take("last_rotation"); ok && v != nil {
 		t.add("rotated", "last at "+plain("", v))
 	}
-	var counts []string
-	for _, c := range []struct{ key, what string }{
-		{"tokens_served", "served"}, {"requests_denied", "refused"},
-		{"logins", "logins"}, {"mints", "mints"}, {"rotations", "rotations"}, {"revocations", "revocations"},
-		{"connections_cut_off", "connections cut off"}, {"rate_limited", "rate limited"},
-		{"password_changes", "password changes"},
-	} {
-		if v, ok := o.take(c.key); ok {
-			if c.key == "password_changes" && plain("", v) == "0" {
-				continue // only daemons with the password in Vault change it
+	type count struct{ key, what string }
+	counts := func(label string, cs ...count) {
+		var parts []string
+		for _, c := range cs {
+			if v, ok := o.take(c.key); ok {
+				if c.key == "password_changes" && plain("", v) == "0" {
+					continue // only daemons with the password in Vault change it
+				}
+				parts = append(parts, c.what+" "+plain("", v))
 			}
-			counts = append(counts, c.what+" "+plain("", v))
+		}
+		if len(parts) > 0 {
+			t.add(label, strings.Join(parts, ", "))
 		}
 	}
-	if len(counts) > 0 {
-		t.add("counts", strings.Join(counts, ", "))
+	counts("counts", count{"requests", "requests"}, count{"tokens_served", "served"}, count{"requests_denied", "refused"},
+		count{"logins", "logins"}, count{"mints", "mints"}, count{"rotations", "rotations"}, count{"revocations", "revocations"},
+		count{"connections_cut_off", "connections cut off"}, count{"rate_limited", "rate limited"},
+		count{"password_changes", "password changes"})
+	if v, ok := o.take("connections_cut_off_by_reason"); ok {
+		if reasons, ok := v.(object); ok {
+			var parts []string
+			for _, f := range reasons {
+				if n := plain("", f.value); n != "0" {
+					parts = append(parts, f.key+" "+n)
+				}
+			}
+			if len(parts) > 0 {
+				t.add("cut off", strings.Join(parts, ", "))
+			}
+		}
 	}
+	counts("failures", count{"vault_errors", "vault calls"}, count{"upstream_errors", "exceptionless calls"},
+		count{"attestation_failures", "peers not identified"})
 	t.addRest(o)
 }
 

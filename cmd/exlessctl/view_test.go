@@ -24,6 +24,8 @@ var (
 				Version: 2, Retiring: 1, Fingerprint: "ef567890"},
 		},
 		LeaseHolder: "host-a", LastRotation: &lastRotation, Logins: 1, Mints: 3, Rotations: 1,
+		Requests: 1301, ConnectionsCutOff: 4, CutOffs: map[string]uint64{"max_connections": 3, "header_timeout": 1, "idle_timeout": 0},
+		VaultErrors: 2, UpstreamErrors: 1,
 	}
 	statusDegraded = daemon.Status{
 		State: "degraded", LoggedIn: false, VaultReachable: false, ClientTokens: 1, Served: 7,

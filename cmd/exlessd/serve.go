@@ -135,6 +135,18 @@ func configuredService(ctx context.Context, log *slog.Logger, ls listeners, lc l
 	if err := creds.setRules(cfg.Rules); err != nil {
 		return service{}, &configError{fmt.Errorf("%s: %w", o.configPath, err)}
 	}
+	serveAPI := func(ctx context.Context) error { return srv.Serve(ctx, ln) }
+	if cfg.Metrics.Listen != "" {
+		mln, err := listenMetrics(cfg)
+		if err != nil {
+			return service{}, err
+		}
+		log.Info("serving metrics for a scraper", "addr", mln.Addr().String())
+		apiOnly := serveAPI
+		serveAPI = func(ctx context.Context) error {
+			return withMetrics(ctx, apiOnly, mln, srv.MetricsHandler(), log)
+		}
+	}
 	log.Info("serving", "socket", ln.Addr().String(), "version", version, "rules", len(cfg.Rules))
 	self := daemon.NewClient(ln.Addr().String())
 	return service{
@@ -147,7 +159,7 @@ func configuredService(ctx context.Context, log *slog.Logger, ls listeners, lc l
 			go func() { defer wg.Done(); _ = store.Run(bg) }()
 			go func() { defer wg.Done(); broker.Run(bg) }()
 			defer func() { stopBG(); wg.Wait() }()
-			return serveBoth(ctx, func(ctx context.Context) error { return srv.Serve(ctx, ln) }, ls.credentials, creds.credential, log)
+			return serveBoth(ctx, serveAPI, ls.credentials, creds.credential, log)
 		},
 		status: func() string {
 			st := srv.Status()
@@ -240,6 +252,7 @@ func restartNeeded(old, next daemon.Config) []string {
 	add(old.Rotation != next.Rotation, "rotation")
 	add(old.Fleet != next.Fleet, "fleet")
 	add(old.Limits != next.Limits, "limits")
+	add(old.Metrics != next.Metrics, "metrics")
 	return fields
 }
 
