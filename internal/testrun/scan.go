@@ -183,3 +183,17 @@ func (m *matcher) find(data []byte) []Hit {
 	}
 	return hits
 }
+
+// Registered returns the secrets registered in dir, for tests of the
+// helpers that register them.
+func Registered(dir string) (map[string]bool, error) {
+	list, err := readSecrets(filepath.Join(dir, SecretsFile))
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[string(s)] = true
+	}
+	return m, nil
+}
