@@ -26,10 +26,18 @@ deps:
 	@scripts/deps.sh test
 
 # The whole suite: lint, then every test (unit, real Vault, the Exceptionless
-# test server, peers of other uids) under the race detector.
+# test server, peers of other uids) under the race detector, then a scan of
+# every log the tests saved for every secret they created (see
+# internal/testrun): tests list secrets and save logs in TESTRUN, and the
+# output of go test itself is saved there too. Any secret found fails the run.
+TESTRUN := $(CURDIR)/.testrun
 test: deps vault lint
-	$(GO) test -race -count=1 ./...
+	@rm -rf $(TESTRUN) && mkdir -m 0700 $(TESTRUN) && mkdir -m 0700 $(TESTRUN)/logs
+	@rc=$$(mktemp); \
+	{ EXLESS_TEST_RUNDIR=$(TESTRUN) $(GO) test -race -count=1 ./... 2>&1; echo $$? >$$rc; } | tee $(TESTRUN)/logs/go-test.log; \
+	st=$$(cat $$rc); rm -f $$rc; exit $$st
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
+	$(GO) run ./internal/testrun/cmd/secretscan -dir $(TESTRUN)
 
 # Every fuzz target for FUZZTIME each (make test runs them briefly; run them
 # longer with e.g. make fuzz FUZZTIME=10m). A crash is saved under the
@@ -67,7 +75,7 @@ demo: build vault
 	scripts/demo.sh
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist .testrun
 
 # .deb and .rpm in dist/ (nfpm used as a Go module; binaries built with cgo
 # so names resolve through NSS; version from git, see packaging.Version).

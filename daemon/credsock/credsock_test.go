@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testrun"
 )
 
 // clientEnv makes the test binary act as systemd's credential helper:
@@ -82,7 +83,7 @@ func start(t *testing.T, s *Server) (string, *syncbuf.Buffer) {
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncbuf.Buffer{}
+	logs := testrun.Buffer(t, "credsock")
 	s.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -141,10 +141,10 @@ func SaveFile(tb TB, name, path string) {
 }
 
 // Save writes s to the run directory as a log at once; for output a test
-// has in hand, such as a command's stderr.
+// has in hand, such as a command's stderr. Empty output makes no file.
 func Save(tb TB, name, s string) {
 	tb.Helper()
-	if Dir() == "" {
+	if Dir() == "" || s == "" {
 		return
 	}
 	w := Log(tb, name)
