@@ -42,6 +42,8 @@ test: deps vault lint
 # Every fuzz target for FUZZTIME each (make test runs them briefly; run them
 # longer with e.g. make fuzz FUZZTIME=10m). A crash is saved under the
 # package's testdata/fuzz/ and then fails every later go test until fixed.
+# A bare "context deadline exceeded" with no input saved is a race in Go's
+# fuzz coordinator at the end of FUZZTIME (seen with go1.26), not a finding.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./daemon:FuzzParseConfig ./daemon:FuzzSocketAPI \
 	./daemon/peer:FuzzParseCgroup ./daemon/peer:FuzzParseStat \
@@ -51,8 +53,15 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || \
-			{ echo "fuzz $$name found a failure: rerun: go test -run '^$$' -fuzz '^$$name\$$' $$pkg"; exit 1; }; \
+		before=$$(ls $$pkg/testdata/fuzz/$$name 2>/dev/null | wc -l); \
+		out=$$($(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) && continue; \
+		after=$$(ls $$pkg/testdata/fuzz/$$name 2>/dev/null | wc -l); \
+		if [ "$$after" = "$$before" ] && echo "$$out" | grep -q '^    context deadline exceeded$$'; then \
+			echo "fuzz $$name: stopped with Go's fuzz-coordinator deadline race and saved no failing input: not a finding"; \
+			continue; \
+		fi; \
+		echo "$$out" | tail -20; \
+		echo "fuzz $$name found a failure: rerun: go test -run '^$$' -fuzz '^$$name\$$' $$pkg"; exit 1; \
 	done
 
 # Known vulnerabilities in dependencies. govulncheck needs its database
