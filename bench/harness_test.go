@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/testrun"
 )
 
 // TestHarnessSmoke runs the whole harness with tiny durations, so that
@@ -22,6 +24,7 @@ func TestHarnessSmoke(t *testing.T) {
 		Duration: 50 * time.Millisecond, Warmup: 10 * time.Millisecond, Concurrency: []int{1, 8},
 		Rounds: 1, Conns: []string{ConnKeepAlive, ConnNew}, CLIRuns: 2, Projects: 20, PolicyRules: 1000,
 		OutDir: out, Out: &table, Progress: &progress, Go: "go",
+		SaveLog: func(name string, log []byte) { testrun.Save(t, name, string(log)) },
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

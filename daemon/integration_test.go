@@ -24,6 +24,7 @@ import (
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/daemon/policy"
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
@@ -73,7 +74,7 @@ func newEnv(t *testing.T, rules []policy.Rule) *env {
 
 func newEnvWith(t *testing.T, rules []policy.Rule, limits daemon.Limits) *env {
 	t.Helper()
-	e := &env{t: t, vault: vaulttest.Shared(t), path: randomPath(t), logs: &syncbuf.Buffer{}, limits: limits}
+	e := &env{t: t, vault: vaulttest.Shared(t), path: randomPath(t), logs: testrun.Buffer(t, "daemon"), limits: limits}
 	e.ex = exceptionlesstest.NewServer(exceptionlesstest.Config{})
 	t.Cleanup(e.ex.Close)
 	e.pwFile = filepath.Join(t.TempDir(), "password")

@@ -14,7 +14,7 @@ import (
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/daemon/policy"
-	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
@@ -43,7 +43,7 @@ func TestRaftLeaderKilledDuringRotationAndLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncbuf.Buffer{}
+	logs := testrun.Buffer(t, "daemon")
 	path := randomPath(t)
 	newBroker := func() *daemon.Broker {
 		store, err := vaultstore.New(ctx, vaultstore.Config{Addresses: addrs, Token: c.Token(), Path: path, Timeout: 20 * time.Second})

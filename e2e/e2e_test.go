@@ -21,6 +21,7 @@ import (
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
@@ -155,7 +156,7 @@ func (e *daemonEnv) start() {
 	t := e.t
 	t.Helper()
 	if e.stderr == nil {
-		e.stderr = &syncbuf.Buffer{}
+		e.stderr = testrun.Buffer(t, "exlessd")
 	}
 	e.cmd = exec.Command(filepath.Join(e.bin, "exlessd"), "--config", e.config, "--log-level", "debug")
 	e.cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + e.dir}
@@ -234,6 +235,8 @@ func (e *daemonEnv) run(attr *syscall.SysProcAttr, args ...string) result {
 	} else if err != nil {
 		e.t.Fatalf("run exlessctl: %v", err)
 	}
+	// Saved for the end-of-run secret scan; stdout is where a token goes.
+	testrun.Save(e.t, "exlessctl-stderr", errb.String())
 	return result{out.String(), errb.String(), code}
 }
 

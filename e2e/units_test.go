@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+	"github.com/exless/exless/internal/testrun"
 )
 
 // cgroup2Root finds the machine's cgroup v2 mount. This machine runs no
@@ -151,6 +152,7 @@ rule "pinned" {
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	err = cmd.Run()
+	testrun.Save(t, "exlessctl-stderr", errb.String())
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Errorf("another binary of the same uid: %v (%s), want exit 3", err, errb.String())

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/packaging/internal/nspawn"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
@@ -246,6 +247,9 @@ func (e *sdEnv) configure() {
 	}
 	e.project = ready.Projects[0].ID
 	e.secrets = []string{vaultToken, e.sh("cat /etc/exless/credentials/exceptionless-password")}
+	for _, sec := range e.secrets {
+		testrun.Secret(sec)
+	}
 
 	// alice: in exless, named by a rule. bob: in exless, no rule.
 	// mallory: not in exless.
@@ -307,6 +311,7 @@ func (e *sdEnv) tokens() {
 		e.t.Fatalf("alice: exlessctl token exited %d with %d bytes, want a client token", code, len(tok))
 	}
 	e.served = append(e.served, tok)
+	testrun.Secret(tok)
 	if out, code := e.clientToken("bob"); code != 3 || !strings.Contains(out, "no rule grants") {
 		e.t.Errorf("bob (exless member, no rule): %d %q, want exit 3 and a policy refusal", code, out)
 	}
@@ -404,6 +409,7 @@ func (e *sdEnv) reload() {
 		e.t.Errorf("bob after a rejected reload: exit %d, want the old policy to stay", code)
 	} else {
 		e.served = append(e.served, tok)
+		testrun.Secret(tok)
 	}
 	if got := e.prop("exlessd.service", "ActiveState"); got != "active" {
 		e.t.Errorf("ActiveState = %s after reloads, want active", got)
@@ -432,6 +438,7 @@ func (e *sdEnv) watchdog() {
 
 func (e *sdEnv) journal() {
 	out := e.sh("journalctl -u exlessd.service --no-pager -o cat")
+	testrun.Save(e.t, "exlessd-journal", out)
 	for _, want := range []string{"audit system=server decision=allow action=token", "audit system=server decision=deny action=token", "reload failed"} {
 		if !strings.Contains(out, want) {
 			e.t.Errorf("the journal lacks %q", want)

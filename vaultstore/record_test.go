@@ -427,6 +427,29 @@ func assertNoSecret(t *testing.T, s, secret string) {
 	}
 }
 
+// anyContains reports whether tok is part of any key or value in v.
+func anyContains(v any, tok string) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, x := range v {
+			if strings.Contains(k, tok) || anyContains(x, tok) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if anyContains(x, tok) {
+				return true
+			}
+		}
+	case string:
+		return strings.Contains(v, tok)
+	case json.Number:
+		return strings.Contains(v.String(), tok)
+	}
+	return false
+}
+
 // FuzzDecodeRecord: whatever JSON a record key holds in Vault (another tool
 // may have written it), decoding returns a record or an error, never
 // panics, and an error never carries the token field's value.
@@ -442,12 +465,19 @@ func FuzzDecodeRecord(f *testing.F) {
 		if dec.Decode(&m) != nil {
 			return
 		}
+		tok, _ := m["token"].(string)
+		// An error may quote other fields (a project_id that does not match
+		// the key); a token that is also part of one of them proves
+		// nothing when it shows up there.
+		rest := maps.Clone(m)
+		delete(rest, "token")
+		checkable := len(tok) >= 8 && !anyContains(rest, tok)
 		for _, key := range []string{"user", "client/537650f3b77efe23a47914f4"} {
 			_, err := decodeRecord(key, m)
 			if err == nil {
 				continue
 			}
-			if tok, ok := m["token"].(string); ok && len(tok) >= 8 && strings.Contains(err.Error(), tok) {
+			if checkable && strings.Contains(err.Error(), tok) {
 				t.Fatalf("decode error reveals the token field")
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/exless/exless/daemon/exceptionless"
+	"github.com/exless/exless/internal/testrun"
 )
 
 // TestRunServesSeededAccount runs the server in-process, waits for the
@@ -54,6 +55,7 @@ func TestRunServesSeededAccount(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after cancel")
 	}
+	testrun.Save(t, "testserver-stderr", stderr.String())
 	if strings.Contains(stderr.String(), strings.TrimSpace(string(pw))) {
 		t.Fatal("the password was logged")
 	}

@@ -49,7 +49,7 @@ func TestExitCodes(t *testing.T) {
 			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
 				d := newFakeDaemon(t)
 				d.set(path, tc.status, tc.body)
-				r := ctl(append([]string{"--socket", d.socket}, args...)...)
+				r := ctl(t, append([]string{"--socket", d.socket}, args...)...)
 				if r.code != tc.wantCode {
 					t.Errorf("exit %d, want %d; stderr %q", r.code, tc.wantCode, r.stderr)
 				}
@@ -80,7 +80,7 @@ func TestUnreachable(t *testing.T) {
 	ln.Close()
 	for _, socket := range []string{filepath.Join(dir, "missing.sock"), stale} {
 		for _, args := range [][]string{{"token", "--scope", "user"}, {"whoami"}, {"status"}, {"exec", "--scope", "user", "--", "true"}} {
-			r := ctl(append([]string{"--socket", socket}, args...)...)
+			r := ctl(t, append([]string{"--socket", socket}, args...)...)
 			if r.code != exitUnreachable {
 				t.Errorf("%s %v: exit %d, want %d", filepath.Base(socket), args, r.code, exitUnreachable)
 			}
@@ -114,7 +114,7 @@ func TestSocketPermissionDenied(t *testing.T) {
 		if err := os.Chmod(d.socket, 0); err != nil {
 			t.Fatal(err)
 		}
-		r = ctl("--socket", d.socket, "status")
+		r = ctl(t, "--socket", d.socket, "status")
 	}
 	if r.code != exitDenied {
 		t.Fatalf("exit %d, want %d; stderr %q", r.code, exitDenied, r.stderr)
@@ -151,7 +151,7 @@ func TestSocketEverywhere(t *testing.T) {
 		} {
 			t.Run(args[0]+"/"+tc.name, func(t *testing.T) {
 				t.Setenv("EXLESS_SOCKET", tc.env)
-				r := ctl(tc.args...)
+				r := ctl(t, tc.args...)
 				if r.code != 0 {
 					t.Errorf("exit %d: %q", r.code, r.stderr)
 				}
@@ -206,7 +206,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			r := ctl(append([]string{"--socket", d.socket}, tc.args...)...)
+			r := ctl(t, append([]string{"--socket", d.socket}, tc.args...)...)
 			if r.code != exitUsage {
 				t.Errorf("exit %d, want %d; stderr %q", r.code, exitUsage, r.stderr)
 			}

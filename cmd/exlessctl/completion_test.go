@@ -38,7 +38,7 @@ func TestCompletionCandidates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.words, " "), func(t *testing.T) {
-			r := ctl(append(slices.Clone(tc.words), completionFlag)...)
+			r := ctl(t, append(slices.Clone(tc.words), completionFlag)...)
 			if r.code != 0 || r.stderr != "" {
 				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 			}

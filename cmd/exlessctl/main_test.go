@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless"
+	"github.com/exless/exless/internal/testrun"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden and the committed completion scripts and man page")
@@ -209,6 +211,7 @@ func (f *fakeDaemon) serveToken(tok string) daemon.TokenResponse {
 		Token: exceptionless.Token(tok), Scope: daemon.ScopeUser,
 		ObtainedAt: &obtained, ObtainedBy: "host-a", CacheAgeSeconds: 12.5,
 	}
+	testrun.Secret(tok)
 	f.set("/v1/token", http.StatusOK, resp)
 	return resp
 }
@@ -224,10 +227,13 @@ type result struct {
 	code           int
 }
 
-// ctl runs exlessctl in this process.
-func ctl(args ...string) result {
+// ctl runs exlessctl in this process. Its stderr is saved for the
+// end-of-run secret scan (stdout is where a token is meant to go).
+func ctl(t *testing.T, args ...string) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), append([]string{"exlessctl"}, args...), &out, &errb)
+	testrun.Save(t, "exlessctl-stderr", errb.String())
 	return result{out.String(), errb.String(), code}
 }
 
@@ -326,6 +332,11 @@ func ctlRun(t *testing.T, socket string, args ...string) result {
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatalf("run exlessctl: %v", err)
 	}
+	// With --no-mask the user asked for the command's output as is, and a
+	// test's command may print the token on purpose.
+	if !slices.Contains(args, "--no-mask") {
+		testrun.Save(t, "exlessctl-stderr", errb.String())
+	}
 	return result{out.String(), errb.String(), cmd.ProcessState.ExitCode()}
 }
 
@@ -376,7 +387,7 @@ func noToken(t *testing.T, tok string, outs ...string) {
 
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"--socket", "/nope", "version"}} {
-		r := ctl(args...)
+		r := ctl(t, args...)
 		if r.code != 0 || r.stdout != fmt.Sprintf("exlessctl %s\n", version) || r.stderr != "" {
 			t.Errorf("exlessctl %v = %d %q %q", args, r.code, r.stdout, r.stderr)
 		}

@@ -65,7 +65,7 @@ func TestTokenFormats(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := ctl(append([]string{"--socket", d.socket}, tc.args...)...)
+			r := ctl(t, append([]string{"--socket", d.socket}, tc.args...)...)
 			if r.code != 0 || r.stderr != "" {
 				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 			}

@@ -65,14 +65,14 @@ func TestStatusAndWhoAmI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := newFakeDaemon(t)
 			d.set(tc.path, http.StatusOK, tc.body)
-			r := ctl(append([]string{"--socket", d.socket}, tc.args...)...)
+			r := ctl(t, append([]string{"--socket", d.socket}, tc.args...)...)
 			if r.code != 0 || r.stderr != "" {
 				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 			}
 			golden(t, tc.name, r.stdout)
 
 			// json is the daemon's reply, one line.
-			r = ctl("--socket", d.socket, tc.args[0], "--format", "json")
+			r = ctl(t, "--socket", d.socket, tc.args[0], "--format", "json")
 			if r.code != 0 {
 				t.Fatalf("--format json: exit %d, stderr %q", r.code, r.stderr)
 			}

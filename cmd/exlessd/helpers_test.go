@@ -18,6 +18,7 @@ import (
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
@@ -113,7 +114,7 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, vault: vaulttest.Shared(t), logs: &syncbuf.Buffer{}}
+	e := &testEnv{t: t, vault: vaulttest.Shared(t), logs: testrun.Buffer(t, "exlessd")}
 	e.ex = exceptionlesstest.NewServer(exceptionlesstest.Config{})
 	t.Cleanup(e.ex.Close)
 	e.dir = shortDir(t)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testrun"
 )
 
 // clientEnv makes the test binary act as systemd's credential helper:
@@ -82,7 +83,7 @@ func start(t *testing.T, s *Server) (string, *syncbuf.Buffer) {
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncbuf.Buffer{}
+	logs := testrun.Buffer(t, "credsock")
 	s.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -249,8 +250,8 @@ func TestProcCgroup(t *testing.T) {
 // never panic, and a parsed unit and id never contain a slash or NUL that
 // could climb out of a name.
 func FuzzParseAddr(f *testing.F) {
-	f.Add("\x00f3a9c1d2e4b5a6c7/unit/demo.service/exceptionless-client.537650f3b77efe23a47914f4")
-	f.Add("\x00abc/unit/x.service/id")
+	f.Add("@f3a9c1d2e4b5a6c7/unit/demo.service/exceptionless-client.537650f3b77efe23a47914f4")
+	f.Add("@abc/unit/x.service/id")
 	f.Add("")
 	f.Add("\x00/unit//")
 	f.Fuzz(func(t *testing.T, name string) {

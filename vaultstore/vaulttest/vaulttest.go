@@ -11,6 +11,10 @@
 // or in test output. It talks to Vault with net/http alone, so that any
 // package's tests can use it without linking the Vault API client.
 //
+// Root tokens and unseal keys are registered with testrun, so no saved test
+// log may hold them. Vault's own logs are not saved: a dev server prints
+// its root token at start by design.
+//
 // Tests never skip when Vault is missing: a skipped storage test is a hole
 // nobody sees. Start and Shared fail the test with a message saying how to
 // build the binary instead.
@@ -37,6 +41,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/testrun"
 )
 
 // VaultVersion is the Vault release that scripts/vault.sh builds.
@@ -230,6 +236,7 @@ func startOnce(bin, dir string, port int) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	testrun.Secret(tok)
 	logPath := filepath.Join(dir, "vault.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -520,7 +527,32 @@ func request(ctx context.Context, addr, token, method, path string, body any) (i
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return resp.StatusCode, nil, fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}
+	registerSecrets(out)
 	return resp.StatusCode, out, nil
+}
+
+// registerSecrets registers the credentials in a Vault answer with testrun:
+// every token, secret_id or key a test makes passes through here.
+func registerSecrets(out map[string]any) {
+	str := func(m any, key string) {
+		if mm, ok := m.(map[string]any); ok {
+			if v, ok := mm[key].(string); ok {
+				testrun.Secret(v)
+			}
+		}
+	}
+	str(out["auth"], "client_token")
+	str(out["data"], "secret_id")
+	str(out["data"], "role_id")
+	str(out, "root_token")
+	for _, k := range []string{"keys", "keys_base64"} {
+		list, _ := out[k].([]any)
+		for _, v := range list {
+			if v, ok := v.(string); ok {
+				testrun.Secret(v)
+			}
+		}
+	}
 }
 
 // logTail returns the last lines of the server log with the root token and

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/testrun"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -178,5 +180,24 @@ func TestLogTailMasksSecrets(t *testing.T) {
 	}
 	if !strings.Contains(got, "ready") || !strings.Contains(got, "Root Token: [REDACTED]") {
 		t.Errorf("logTail lost the rest of the log:\n%s", got)
+	}
+}
+
+// TestSecretsRegistered: the root token and every token a test creates
+// through Do are listed in the run directory for the end-of-run scan.
+func TestSecretsRegistered(t *testing.T) {
+	t.Setenv(testrun.EnvDir, t.TempDir())
+	s := Start(t)
+	_, out, err := s.Do(t.Context(), http.MethodPost, "auth/token/create", map[string]any{"ttl": "1m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := out["auth"].(map[string]any)["client_token"].(string)
+	got, err := testrun.Registered(testrun.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[s.Token] || child == "" || !got[child] {
+		t.Errorf("registered %d secrets; root token listed %v, child token listed %v", len(got), got[s.Token], got[child])
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/exless/exless/internal/testrun"
 )
 
 // bodyObject binds a JSON object body the way minimal APIs do: an empty
@@ -147,6 +149,7 @@ func (h *Handler) changePassword(q *req) response {
 		return q.validation(map[string][]string{"current_password": {"The current password is incorrect."}})
 	}
 	u.password = fields["password"]
+	testrun.Secret(u.password) // made by the client (exless generates it): a secret of the run
 	for id, t := range h.tokens {
 		if t.userID == u.id {
 			delete(h.tokens, id)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/exless/exless/internal/testrun"
 )
 
 // Handler is the test server as an http.Handler, for embedding in another
@@ -145,6 +147,7 @@ func (h *Handler) seed(cfg Config) {
 	if a.Password == "" {
 		a.Password = randomString(20)
 	}
+	testrun.Secret(a.Password)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.now()
@@ -177,8 +180,13 @@ func randomString(n int) string {
 	return string(out)
 }
 
-// newTokenID returns a 40-character id like GetNewToken does.
-func newTokenID() string { return randomString(40) }
+// newTokenID returns a 40-character id like GetNewToken does. The id is
+// the token, so every one is registered as a secret no test log may hold.
+func newTokenID() string {
+	id := randomString(40)
+	testrun.Secret(id)
+	return id
+}
 
 // newObjectID returns a 24-hex id whose first 4 bytes are the time, as a
 // MongoDB ObjectId's are.
@@ -256,6 +264,7 @@ func (h *Handler) AddUser(nu NewUser) string {
 		roles = []string{"user"}
 	}
 	id := h.newObjectID(h.now())
+	testrun.Secret(nu.Password)
 	h.users[id] = &user{id: id, email: email, fullName: nu.FullName, password: nu.Password,
 		active: !nu.Inactive, verified: !nu.Unverified, roles: slices.Clone(roles),
 		orgIDs: slices.Clone(nu.OrganizationIDs)}
@@ -269,6 +278,7 @@ func (h *Handler) SetPassword(email, password string) bool {
 	defer h.mu.Unlock()
 	u := h.userByEmailLocked(normEmail(email))
 	if u != nil {
+		testrun.Secret(password)
 		u.password = password
 	}
 	return u != nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/testrun"
 )
 
 // result is a response read in full.
@@ -140,4 +142,31 @@ func createToken(t *testing.T, s *Server, loginTok, projectID, body string) stri
 	var v struct{ ID string }
 	r.decode(t, &v)
 	return v.ID
+}
+
+// TestSecretsRegistered: the seeded password, added users' passwords and
+// every token issued are listed in the run directory for the end-of-run
+// scan.
+func TestSecretsRegistered(t *testing.T) {
+	t.Setenv(testrun.EnvDir, t.TempDir())
+	s := NewServer(Config{})
+	defer s.Close()
+	s.AddUser(NewUser{Email: "dev@example.test", Password: "dev-password-1"})
+	s.SetPassword("dev@example.test", "dev-password-2")
+	r := call(t, s, http.MethodPost, "/api/v2/auth/login", loginBody(s.Account.Email, s.Account.Password))
+	var login struct{ Token string }
+	if err := json.Unmarshal(r.body, &login); err != nil || login.Token == "" {
+		t.Fatalf("login: %d %v", r.status, err)
+	}
+	access := s.AddAccessToken(NewAccessToken{ProjectID: s.Account.Projects[0].ID})
+	got, err := testrun.Registered(testrun.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, secret := range map[string]string{"seeded password": s.Account.Password, "added password": "dev-password-1",
+		"set password": "dev-password-2", "login token": login.Token, "access token": access} {
+		if !got[secret] {
+			t.Errorf("the %s is not registered", name)
+		}
+	}
 }
