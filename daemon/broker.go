@@ -89,6 +89,8 @@ const (
 	unknownProjectMemory = 5 * time.Minute
 )
 
+// heldToken is one token in memory. It is never changed once made: an
+// update replaces it, so readers need no lock once they hold one.
 type heldToken struct {
 	rec     Record
 	version int
@@ -217,15 +219,14 @@ func (b *Broker) UserToken(ctx context.Context) (Served, error) {
 }
 
 func (b *Broker) serve(h *heldToken) (Served, error) {
-	b.mu.Lock()
-	read := h.read
-	b.mu.Unlock()
+	// A heldToken never changes once made (keepUser, keepClient).
+	read, rec := h.read, h.rec
 	age := b.cfg.Now().Sub(read)
 	if age > b.cfg.MaxStaleness {
 		return Served{}, fmt.Errorf("%w: the token was last confirmed in vault %s ago, beyond max_staleness (%s)",
 			ErrUnavailable, age.Round(time.Second), b.cfg.MaxStaleness)
 	}
-	return Served{Record: h.rec, Age: age}, nil
+	return Served{Record: rec, Age: age}, nil
 }
 
 func (b *Broker) userToken(ctx context.Context) (*heldToken, error) {
@@ -490,7 +491,9 @@ func (b *Broker) keepUser(rec Record, version int) *heldToken {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.user != nil && b.user.rec.Token == rec.Token {
-		b.user.rec, b.user.version, b.user.read = rec, version, now
+		// A new value, never an update in place: callers read the
+		// *heldToken they got without holding mu.
+		b.user = &heldToken{rec: rec, version: version, held: b.user.held, read: now}
 		return b.user
 	}
 	b.user = &heldToken{rec: rec, version: version, held: now, read: now}
@@ -713,7 +716,8 @@ func (b *Broker) keepClient(projectID string, rec Record, version int) *heldToke
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if h := b.clients[projectID]; h != nil && h.rec.Token == rec.Token {
-		h.rec, h.version, h.read = rec, version, now
+		h = &heldToken{rec: rec, version: version, held: h.held, read: now} // see keepUser
+		b.clients[projectID] = h
 		return h
 	}
 	h := &heldToken{rec: rec, version: version, held: now, read: now}
