@@ -70,6 +70,10 @@ type BrokerConfig struct {
 	// LoginBudget is how many login attempts the whole fleet may make per
 	// wall-clock quarter hour. Exceptionless refuses the sixth.
 	LoginBudget int
+	// PendingSettleAfter is how old (by Vault's clock) a pending password
+	// change must be before it may be withdrawn: until then the
+	// change-password request may still be on its way to Exceptionless.
+	PendingSettleAfter time.Duration
 	// Grace is how long a rotated-out client token stays valid by default.
 	Grace time.Duration
 	// MaxAge rotates client tokens older than this; zero never does.
@@ -84,6 +88,9 @@ const (
 	DefaultLeaseWait    = 20 * time.Second
 	DefaultLoginBudget  = 3
 	DefaultGrace        = 2 * time.Hour
+	// DefaultPendingSettleAfter exceeds the Exceptionless client's request
+	// timeout (60 s) with room for clock steps.
+	DefaultPendingSettleAfter = 3 * time.Minute
 	// unknownProjectMemory is how long a 404 for a project is remembered,
 	// so a typo loop does not spend the organization's API budget.
 	unknownProjectMemory = 5 * time.Minute
@@ -162,6 +169,7 @@ func NewBroker(cfg BrokerConfig) *Broker {
 	def(&cfg.LeaseTTL, DefaultLeaseTTL)
 	def(&cfg.LeaseWait, DefaultLeaseWait)
 	def(&cfg.Grace, DefaultGrace)
+	def(&cfg.PendingSettleAfter, DefaultPendingSettleAfter)
 	if cfg.LoginBudget <= 0 {
 		cfg.LoginBudget = DefaultLoginBudget
 	}
@@ -324,12 +332,13 @@ func (b *Broker) loginUnderLease(ctx context.Context, rejected *exceptionless.To
 			return false
 		},
 		func(ctx context.Context, _ string) error {
-			if err := b.spendLoginBudget(ctx); err != nil {
-				return err
-			}
 			if b.cfg.PasswordKey != "" {
+				// It spends the budget itself, only on real attempts.
 				h, err := b.loginFromStore(ctx)
 				result = h
+				return err
+			}
+			if err := b.spendLoginBudget(ctx); err != nil {
 				return err
 			}
 			tok, err := b.login(ctx)
@@ -817,11 +826,12 @@ const (
 	DegradedUpstreamThrottled = "upstream_rate_limited"
 	DegradedUpstreamLogin     = "upstream_login_refused"
 	DegradedStaleTokens       = "stale_tokens"
+	DegradedPasswordPending   = "password_change_unresolved"
 )
 
 // DegradedCodes lists every code BrokerStatus.DegradedCodes can hold.
 var DegradedCodes = []string{DegradedNotLoggedIn, DegradedVaultUnreachable, DegradedUpstreamDown,
-	DegradedUpstreamThrottled, DegradedUpstreamLogin, DegradedStaleTokens}
+	DegradedUpstreamThrottled, DegradedUpstreamLogin, DegradedStaleTokens, DegradedPasswordPending}
 
 const (
 	problemUpstreamThrottled = "exceptionless rate limit reached"
@@ -892,7 +902,7 @@ func (b *Broker) Status() BrokerStatus {
 		s.degrade(DegradedVaultUnreachable, b.vaultProblem)
 	}
 	if b.pendingPassword != "" {
-		s.DegradedReasons = append(s.DegradedReasons, b.pendingPassword)
+		s.degrade(DegradedPasswordPending, b.pendingPassword)
 	}
 	if b.upstreamProblem != "" && b.user != nil {
 		code := DegradedUpstreamDown

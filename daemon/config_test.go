@@ -320,6 +320,7 @@ func TestPasswordVaultKey(t *testing.T) {
 	for _, tc := range []struct{ edit, want string }{
 		{`password_vault_key = "account"` + "\n" + `password_file = "pw"`, "not both"},
 		{`password_vault_key = "lease"`, "exless uses for itself"},
+		{`password_vault_key = "user"`, "exless uses for itself"},
 		{`password_vault_key = "client/x"`, "exless uses for itself"},
 		{`password_vault_key = "/abs"`, "without leading"},
 		{`password_vault_key = "a//b"`, "empty"},

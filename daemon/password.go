@@ -75,8 +75,9 @@ func newPassword() Password {
 }
 
 // loginFromStore logs in with the password kept in the store and publishes
-// the token in the same record. It runs under the login lease with one
-// attempt of the budget spent. A pending password change is resolved first.
+// the token in the same record. It runs under the login lease and counts
+// each login attempt against the fleet's budget. A pending password change
+// is resolved first.
 func (b *Broker) loginFromStore(ctx context.Context) (*heldToken, error) {
 	if err := b.loginGate(); err != nil {
 		return nil, err
@@ -92,16 +93,20 @@ func (b *Broker) loginFromStore(ctx context.Context) (*heldToken, error) {
 	}
 	b.vaultSuccess()
 	if len(rec.PendingPassword) > 0 {
-		return b.resolvePending(ctx, rec, version, true)
+		return b.resolvePending(ctx, rec, version)
 	}
 	if len(rec.Password) == 0 {
 		return nil, b.noPassword()
+	}
+	if err := b.spendLoginBudget(ctx); err != nil {
+		return nil, err
 	}
 	tok, err := b.attemptLogin(ctx, rec.Password)
 	if err != nil {
 		return nil, b.loginFailed(err)
 	}
-	return b.publishUser(ctx, rec, version, tok, nil)
+	h, _ := b.publishUser(ctx, rec, version, tok, nil)
+	return h, nil
 }
 
 func (b *Broker) noPassword() error {
@@ -116,8 +121,9 @@ func (b *Broker) noPassword() error {
 // password in the same write. A lost check-and-set is retried on a fresh
 // read: what Exceptionless accepted is the truth the record must reach. When
 // Vault cannot be written the token is served from memory, and a pending
-// password stays pending in Vault, where the next login resolves it.
-func (b *Broker) publishUser(ctx context.Context, rec Record, version int, tok exceptionless.Token, promote Password) (*heldToken, error) {
+// password stays pending in Vault, where the next settlement resolves it;
+// landed says whether the write reached Vault.
+func (b *Broker) publishUser(ctx context.Context, rec Record, version int, tok exceptionless.Token, promote Password) (h *heldToken, landed bool) {
 	for attempt := 0; ; attempt++ {
 		next := rec
 		next.Schema, next.Scope, next.Token = RecordSchema, ScopeUser, tok
@@ -132,20 +138,22 @@ func (b *Broker) publishUser(ctx context.Context, rec Record, version int, tok e
 			b.vaultSuccess()
 			b.notePending(next)
 			b.log.Info("stored the user token in vault", "key", b.userKey(), "version", newVersion, "token_fp", Fingerprint(tok))
-			return b.keepUser(next, newVersion), nil
+			return b.keepUser(next, newVersion), true
+		}
+		if !errors.Is(err, ErrConflict) {
+			b.vaultFailure(err)
 		}
 		if !errors.Is(err, ErrConflict) || attempt == 4 {
-			b.vaultFailure(err)
 			b.log.Error("cannot store the user token in vault; holding it in memory only", "err", err)
-			return b.keepUser(next, version), nil
+			return b.keepUser(next, version), false
 		}
 		cur, v, lerr := b.cfg.Store.Load(ctx, b.userKey())
 		if lerr != nil && !errors.Is(lerr, ErrNotFound) {
 			b.vaultFailure(lerr)
-			return b.keepUser(next, version), nil
+			return b.keepUser(next, version), false
 		}
-		if cur.Token == tok && (promote == nil || slices.Equal(cur.Password, promote)) && len(cur.PendingPassword) == 0 {
-			return b.keepUser(cur, v), nil // our write had landed (replayed after a failover)
+		if cur.Token == tok && (promote == nil || slices.Equal(cur.Password, promote)) && (promote == nil || len(cur.PendingPassword) == 0) {
+			return b.keepUser(cur, v), true // our write had landed (replayed after a failover)
 		}
 		rec, version = cur, v
 	}
@@ -176,10 +184,11 @@ func (b *Broker) RotatePassword(ctx context.Context) (PasswordResult, error) {
 	err := b.withLease(lctx, passwordLease, func(context.Context) bool { return false },
 		func(ctx context.Context, _ string) error {
 			rec, version, err := b.loadUser(ctx)
-			if err != nil {
-				if !errors.Is(err, ErrNotFound) {
-					b.vaultFailure(err)
-				}
+			switch {
+			case errors.Is(err, ErrNotFound):
+				return fmt.Errorf("%w: vault holds no user token under %q yet; exlessd logs in first", ErrUnavailable, b.userKey())
+			case err != nil:
+				b.vaultFailure(err)
 				return fmt.Errorf("%w: cannot read the user record from vault", ErrUnavailable)
 			}
 			if len(rec.PendingPassword) > 0 {
@@ -189,9 +198,15 @@ func (b *Broker) RotatePassword(ctx context.Context) (PasswordResult, error) {
 			if len(rec.Password) == 0 {
 				return b.noPassword()
 			}
+			// Stamped by Vault's clock, against which its age is judged.
+			vnow, err := b.cfg.Store.Now(ctx)
+			if err != nil {
+				b.vaultFailure(err)
+				return fmt.Errorf("%w: vault unreachable; the password is unchanged", ErrUnavailable)
+			}
 			next := newPassword()
 			pending := rec
-			pending.PendingPassword, pending.PendingSince, pending.PendingBy = next, b.cfg.Now().UTC(), b.cfg.Host
+			pending.PendingPassword, pending.PendingSince, pending.PendingBy = next, vnow.UTC(), b.cfg.Host
 			pv, err := b.cfg.Store.Save(ctx, b.userKey(), pending, version)
 			if err != nil {
 				if errors.Is(err, ErrConflict) {
@@ -202,13 +217,17 @@ func (b *Broker) RotatePassword(ctx context.Context) (PasswordResult, error) {
 			}
 			b.log.Info("changing the exceptionless password; the new one is pending in vault", "key", b.userKey(), "version", pv)
 			tok, err := b.cfg.Upstream.ChangePassword(ctx, rec.Token, rec.Password, next)
+			// Whatever Exceptionless answered must reach Vault even if the
+			// asking peer hangs up now.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
 			var ae *exceptionless.APIError
 			switch {
 			case err == nil:
 				b.upstreamSuccess()
 			case errors.As(err, &ae) && (ae.Status == 422 || ae.Status == 401 || ae.Status == 403):
 				// Refused, so nothing changed: withdraw the pending password.
-				b.dropPending(ctx, pending, pv)
+				b.dropPending(wctx, pending, pv)
 				if slices.Contains(ae.Fields, "current_password") {
 					return fmt.Errorf("%w: exceptionless says the password in vault is not the account's current password; put the current one in vault", ErrUnavailable)
 				}
@@ -226,8 +245,11 @@ func (b *Broker) RotatePassword(ctx context.Context) (PasswordResult, error) {
 				b.log.Error("change password: no answer from exceptionless; the new password stays pending in vault", "err", err)
 				return fmt.Errorf("%w: exceptionless did not answer the password change; exlessd settles it from the pending password in vault once it answers (see exlessctl status)", ErrUnavailable)
 			}
-			if _, err := b.publishUser(ctx, pending, pv, tok, next); err != nil {
-				return err
+			if _, landed := b.publishUser(wctx, pending, pv, tok, next); !landed {
+				b.mu.Lock()
+				b.counters.PasswordChanges++
+				b.mu.Unlock()
+				return fmt.Errorf("%w: exceptionless changed the password, but vault could not be written: the new password stays pending in vault and exlessd publishes it with a new token once vault answers (see exlessctl status)", ErrUnavailable)
 			}
 			b.mu.Lock()
 			b.counters.PasswordChanges++
@@ -241,16 +263,27 @@ func (b *Broker) RotatePassword(ctx context.Context) (PasswordResult, error) {
 
 // resolvePending settles an interrupted password change: rec holds a pending
 // password. Exceptionless deletes every login token of the user when the
-// password changes, so a stored token that still works proves the change
-// never happened. Otherwise the pending password is tried, then the current
-// one: at most two login attempts, well inside the server's five. It runs
-// under the fleet lease; budgetSpent says the caller already counted the
-// first attempt against the fleet's login budget.
-func (b *Broker) resolvePending(ctx context.Context, rec Record, version int, budgetSpent bool) (*heldToken, error) {
+// password changes, so a stored token that still works shows the change has
+// not happened, and a pending password that logs in shows it has. A change
+// may still be on its way to Exceptionless, though (a request that timed out
+// on our side can land later), so a pending password younger than
+// PendingSettleAfter by Vault's clock is never withdrawn: only promoted. It
+// runs under the fleet lease and makes at most two login attempts, each
+// counted against the fleet's budget.
+func (b *Broker) resolvePending(ctx context.Context, rec Record, version int) (*heldToken, error) {
+	vnow, err := b.cfg.Store.Now(ctx)
+	if err != nil {
+		b.vaultFailure(err)
+		return nil, fmt.Errorf("%w: vault unreachable", ErrUnavailable)
+	}
+	settled := vnow.Sub(rec.PendingSince) >= b.cfg.PendingSettleAfter
 	if !rec.Token.IsZero() {
 		ok, err := b.checkUser(ctx, rec.Token)
 		if err != nil {
 			return nil, fmt.Errorf("%w: exceptionless unreachable; the pending password change stays unresolved", ErrUnavailable)
+		}
+		if ok && !settled {
+			return b.keepUser(rec, version), nil // in flight, maybe: wait
 		}
 		if ok {
 			b.log.Warn("a pending password change never reached exceptionless; withdrawing it",
@@ -259,12 +292,9 @@ func (b *Broker) resolvePending(ctx context.Context, rec Record, version int, bu
 		}
 	}
 	try := func(pw Password) (exceptionless.Token, error) {
-		if !budgetSpent {
-			if err := b.spendLoginBudget(ctx); err != nil {
-				return "", err
-			}
+		if err := b.spendLoginBudget(ctx); err != nil {
+			return "", err
 		}
-		budgetSpent = false
 		return b.attemptLogin(ctx, pw)
 	}
 	failed := func(err error) error {
@@ -279,7 +309,8 @@ func (b *Broker) resolvePending(ctx context.Context, rec Record, version int, bu
 		b.mu.Lock()
 		b.counters.PasswordChanges++
 		b.mu.Unlock()
-		return b.publishUser(ctx, rec, version, tok, rec.PendingPassword)
+		h, _ := b.publishUser(ctx, rec, version, tok, rec.PendingPassword)
+		return h, nil
 	}
 	refused := errors.Is(err, exceptionless.ErrLoginFailed) || errors.Is(err, exceptionless.ErrLoginRejected)
 	if !refused || len(rec.Password) == 0 {
@@ -289,11 +320,18 @@ func (b *Broker) resolvePending(ctx context.Context, rec Record, version int, bu
 	if err != nil {
 		return nil, failed(err)
 	}
+	if !settled {
+		// The current password works for now; keep the pending one until
+		// the change can no longer land.
+		h, _ := b.publishUser(ctx, rec, version, tok, nil)
+		return h, nil
+	}
 	b.log.Warn("the pending password was refused and the current one accepted; withdrawing the pending change",
 		"started_by", rec.PendingBy)
 	cleared := rec
 	cleared.PendingPassword, cleared.PendingSince, cleared.PendingBy = nil, time.Time{}, ""
-	return b.publishUser(ctx, cleared, version, tok, nil)
+	h, _ := b.publishUser(ctx, cleared, version, tok, nil)
+	return h, nil
 }
 
 // dropPending withdraws a pending password that Exceptionless never took.
@@ -337,7 +375,7 @@ func (b *Broker) settlePending(ctx context.Context) {
 			if len(rec.PendingPassword) == 0 {
 				return nil // settled meanwhile
 			}
-			_, err = b.resolvePending(ctx, rec, version, false)
+			_, err = b.resolvePending(ctx, rec, version)
 			return err
 		})
 	if err != nil {

@@ -16,6 +16,11 @@ import (
 
 const passwordKey = "account"
 
+// settleAfter is the tests' PendingSettleAfter: short, so that they wait
+// it out for real. It is judged by Vault's clock, which sys/health gives in
+// whole seconds: waits add a second.
+const settleAfter = time.Second
+
 // shiftClock is time.Now moved forward by what a test adds, so that
 // backoffs pass without waiting.
 type shiftClock struct{ off atomic.Int64 }
@@ -36,6 +41,7 @@ func passwordEnv(t *testing.T) (*env, *shiftClock) {
 		c.Password = func() ([]byte, error) { return nil, errors.New("the password file must not be read") }
 		c.Now = clk.Now
 		c.LeaseWait = 5 * time.Second
+		c.PendingSettleAfter = settleAfter
 	}
 	e.provisionPassword(e.ex.Account.Password)
 	e.restart(rootRule())
@@ -68,11 +74,12 @@ func (e *env) passwordRecord() (daemon.Record, int) {
 }
 
 // pendingWrite records a pending password in Vault as RotatePassword does
-// before it calls Exceptionless, to stand for a daemon that died after it.
-func (e *env) pendingWrite(pending string) {
+// before it calls Exceptionless, to stand for a daemon that died after it,
+// age ago.
+func (e *env) pendingWrite(pending string, age time.Duration) {
 	e.t.Helper()
 	rec, v := e.passwordRecord()
-	rec.PendingPassword, rec.PendingSince, rec.PendingBy = daemon.Password(pending), time.Now().UTC(), "crashed-host"
+	rec.PendingPassword, rec.PendingSince, rec.PendingBy = daemon.Password(pending), time.Now().Add(-age).UTC(), "crashed-host"
 	if _, err := e.store.Save(context.Background(), passwordKey, rec, v); err != nil {
 		e.t.Fatal(err)
 	}
@@ -170,7 +177,7 @@ func TestPendingPasswordNeverSent(t *testing.T) {
 	if _, err := e.broker.UserToken(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.pendingWrite("never-sent-password-1")
+	e.pendingWrite("never-sent-password-1", time.Hour)
 	e.restart(rootRule())
 	logins := e.ex.LoginAttempts()
 	if _, err := e.broker.UserToken(ctx); err != nil {
@@ -203,7 +210,7 @@ func TestPendingPasswordApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	const next = "applied-password-2f9c"
-	e.pendingWrite(next)
+	e.pendingWrite(next, time.Hour)
 	if _, err := e.api.ChangePassword(ctx, old.Token, []byte(e.ex.Account.Password), []byte(next)); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +242,7 @@ func TestPendingPasswordRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.pendingWrite("refused-password-77")
+	e.pendingWrite("refused-password-77", time.Hour)
 	e.ex.DeleteToken(old.Token.Reveal())
 	logins := e.ex.LoginAttempts()
 	e.restart(rootRule())
@@ -271,7 +278,8 @@ func TestPasswordRotateUpstreamFails(t *testing.T) {
 	if rec, _ := e.passwordRecord(); len(rec.PendingPassword) == 0 {
 		t.Fatal("no pending password recorded")
 	}
-	clk.Advance(10 * time.Minute) // past the upstream backoff
+	clk.Advance(10 * time.Minute)         // past the upstream backoff
+	time.Sleep(settleAfter + time.Second) // and the pending change's age in Vault
 	e.broker.Tick(ctx)
 	rec, _ := e.passwordRecord()
 	if len(rec.PendingPassword) != 0 || string(rec.Password) != e.ex.Account.Password || e.ex.PasswordChanges() != 0 {
@@ -370,4 +378,30 @@ func TestPasswordMissingInVault(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "vault kv put -cas=0") {
 		t.Error("the log does not say how to provision the password")
 	}
+}
+
+// A pending password younger than PendingSettleAfter may belong to a change
+// still on its way to Exceptionless: a working stored token does not get it
+// withdrawn until it is old enough.
+func TestPendingPasswordInFlightIsKept(t *testing.T) {
+	e, _ := passwordEnv(t)
+	ctx := context.Background()
+	if _, err := e.broker.UserToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.pendingWrite("in-flight-password-5", 0)
+	e.restart(rootRule())
+	if _, err := e.broker.UserToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.broker.Tick(ctx)
+	if rec, _ := e.passwordRecord(); len(rec.PendingPassword) == 0 {
+		t.Fatal("a pending password younger than PendingSettleAfter was withdrawn")
+	}
+	time.Sleep(settleAfter + time.Second)
+	e.broker.Tick(ctx)
+	if rec, _ := e.passwordRecord(); len(rec.PendingPassword) != 0 || string(rec.Password) != e.ex.Account.Password {
+		t.Fatal("an old pending password that never reached exceptionless was kept")
+	}
+	e.assertNoSecretsLogged("in-flight-password-5")
 }

@@ -55,7 +55,6 @@ func (b *Broker) poll(ctx context.Context) {
 	b.mu.Unlock()
 	if user != nil {
 		rec, version, err := b.loadUser(ctx)
-		b.notePending(rec)
 		switch {
 		case err == nil:
 			b.vaultSuccess()

@@ -136,7 +136,9 @@ func CheckPasswordKey(key string) error {
 			}
 		}
 	}
-	if key == LeaseKey || key == BudgetKey || strings.HasPrefix(key, ClientKey("")) {
+	// Not UserKey either: a daemon of the fleet still on password_file
+	// writes the user record there without the password fields.
+	if key == UserKey || key == LeaseKey || key == BudgetKey || strings.HasPrefix(key, ClientKey("")) {
 		return fmt.Errorf("%q is a key exless uses for itself; choose another, e.g. \"account\"", key)
 	}
 	return nil

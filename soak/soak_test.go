@@ -245,8 +245,10 @@ func TestSoak(t *testing.T) {
 	var srv *daemon.Server
 	srv = daemon.NewServer(daemon.ServerConfig{
 		Broker: broker, Policy: pol, Logger: logger,
-		// Sized for the soak's load: the limits themselves have their own tests.
-		Limits: daemon.Limits{MaxConnections: 4096, MaxConnectionsPerUID: 4096, RequestsPerSecond: 1e6, Burst: 1 << 20},
+		// Sized for the soak's load, with timeouts that a busy 2-core
+		// machine cannot trip: the limits have tests of their own.
+		Limits: daemon.Limits{MaxConnections: 4096, MaxConnectionsPerUID: 4096, RequestsPerSecond: 1e6, Burst: 1 << 20,
+			HeaderTimeout: 30 * time.Second, RequestTimeout: time.Minute, WriteTimeout: 2 * time.Minute},
 		Reload: func(context.Context) error {
 			p, _, err := policy.Compile(rules, nil)
 			if err == nil {
@@ -332,7 +334,7 @@ func TestSoak(t *testing.T) {
 	}
 
 	// Trouble, on a schedule, until the time is up.
-	var rotations, rotateFailures, faults int
+	var rotations, rotateFailures, faults, rotationsAfterRestart int
 	start := time.Now()
 	restarted, added := false, false
 	rotateTick := time.NewTicker(5 * time.Second)
@@ -351,6 +353,9 @@ func TestSoak(t *testing.T) {
 				t.Logf("%s rotate: %v", time.Since(start).Round(time.Second), err)
 			} else {
 				rotations++
+				if restarted {
+					rotationsAfterRestart++
+				}
 			}
 		case <-reloadTick.C:
 			if err := ops.Reload(ctx); err != nil {
@@ -425,6 +430,9 @@ func TestSoak(t *testing.T) {
 	}
 	if rotations == 0 || reloads.Load() == 0 || !restarted {
 		t.Errorf("the soak did not exercise rotations (%d), reloads (%d) and a vault restart (%v)", rotations, reloads.Load(), restarted)
+	}
+	if rotationsAfterRestart == 0 || !st.VaultReachable {
+		t.Errorf("after the vault restart: %d rotations succeeded, vault reachable %v", rotationsAfterRestart, st.VaultReachable)
 	}
 	if d := after.goroutines - before.goroutines; d > 20 {
 		t.Errorf("goroutines grew by %d", d)

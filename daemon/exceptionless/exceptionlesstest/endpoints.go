@@ -137,6 +137,7 @@ func (h *Handler) changePassword(q *req) response {
 			}
 		}
 		fields[f.key] = v
+		testrun.Secret(v) // made by the client (exless generates them): secrets of the run, refused or not
 	}
 	if len(errs) == 0 && fields["current_password"] == fields["password"] {
 		errs["password"] = []string{"The new password must be different than the current password."}
@@ -149,7 +150,6 @@ func (h *Handler) changePassword(q *req) response {
 		return q.validation(map[string][]string{"current_password": {"The current password is incorrect."}})
 	}
 	u.password = fields["password"]
-	testrun.Secret(u.password) // made by the client (exless generates it): a secret of the run
 	for id, t := range h.tokens {
 		if t.userID == u.id {
 			delete(h.tokens, id)
