@@ -651,14 +651,6 @@ func (s *Server) noteReceiver(fp string, c *caller) {
 	s.receivers[fp] = append(list, who)
 }
 
-// RotateResponse is the body of POST /v1/rotate.
-type RotateResponse struct {
-	RotateResult
-	// ReceivedBy lists the peers (and units) this daemon handed the old
-	// token to, so units that got it by LoadCredential= can be restarted.
-	ReceivedBy []string `json:"received_by"`
-}
-
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodPost) {
 		return

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"time"
@@ -82,3 +82,39 @@ const (
 	CodeMethod      = "method_not_allowed"
 	CodeRateLimited = "rate_limited"
 )
+
+// Token scopes.
+const (
+	ScopeUser   = "user"
+	ScopeClient = "client"
+)
+
+// TokenStatus describes one held token, without the token.
+type TokenStatus struct {
+	Scope        string    `json:"scope"`
+	ProjectID    string    `json:"project_id,omitempty"`
+	ObtainedBy   string    `json:"obtained_by,omitempty"`
+	ObtainedAt   time.Time `json:"obtained_at"`
+	AgeSeconds   float64   `json:"age_seconds"`   // since obtained
+	StaleSeconds float64   `json:"stale_seconds"` // since last read from Vault
+	Version      int       `json:"version"`
+	Retiring     int       `json:"retiring,omitempty"`
+	Fingerprint  string    `json:"fingerprint"`
+}
+
+// RotateResult says what a rotation did, without tokens.
+type RotateResult struct {
+	ProjectID      string    `json:"project_id"`
+	OldFingerprint string    `json:"old_fingerprint"`
+	NewFingerprint string    `json:"new_fingerprint"`
+	RevokeAfter    time.Time `json:"revoke_after"`
+	Revoked        bool      `json:"revoked"` // the old token is already revoked (grace 0)
+}
+
+// RotateResponse is the body of POST /v1/rotate.
+type RotateResponse struct {
+	RotateResult
+	// ReceivedBy lists the peers (and units) this daemon handed the old
+	// token to, so units that got it by LoadCredential= can be restarted.
+	ReceivedBy []string `json:"received_by"`
+}
