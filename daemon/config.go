@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/exless/exless/daemon/policy"
@@ -223,7 +222,7 @@ func ParseConfig(filename string, src []byte) (Config, error) {
 		return cfg, diagError(diags)
 	}
 	var fc fileConfig
-	if diags := gohcl.DecodeBody(f.Body, nil, &fc); diags.HasErrors() {
+	if diags := decodeBody(f.Body, &fc); diags.HasErrors() {
 		return cfg, diagError(diags)
 	}
 	body := f.Body.(*hclsyntax.Body)
