@@ -5,7 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/exless/exless/daemon"
+	"github.com/exless/exless/daemon/api"
 )
 
 func rotateCommand() *cli.Command {
@@ -14,7 +14,7 @@ func rotateCommand() *cli.Command {
 		Usage:     "replace a project's client token, revoking the old one after a grace period",
 		UsageText: "exlessctl rotate --scope client --project ID|ORG/NAME [--grace 10m]\n   exlessctl rotate --scope client --project ID --grace 0   # leaked token: revoke at once",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "scope", Value: daemon.ScopeClient, Usage: "`client` (the user token is never rotated this way)"},
+			&cli.StringFlag{Name: "scope", Value: api.ScopeClient, Usage: "`client` (the user token is never rotated this way)"},
 			&cli.StringFlag{Name: "project", Usage: "project `ID` or ORG/NAME"},
 			&cli.StringFlag{Name: "grace", Usage: "how long the old token stays valid, e.g. 10m; 0 revokes at once (default: the daemon's rotation.grace)"},
 			formatFlag(),
@@ -27,8 +27,8 @@ func rotateCommand() *cli.Command {
 				return err
 			}
 			switch c.String("scope") {
-			case daemon.ScopeClient:
-			case daemon.ScopeUser:
+			case api.ScopeClient:
+			case api.ScopeUser:
 				return usagef(c, "the user token is not rotated: exlessd logs in again when Exceptionless rejects it (logging out would end every session of the account)")
 			default:
 				return usagef(c, "--scope must be client, not %s", shown(c.String("scope")))
