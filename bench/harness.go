@@ -23,6 +23,7 @@ import (
 
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+	"github.com/exless/exless/internal/buildflags"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
 
@@ -194,11 +195,12 @@ func (h *harness) build(ctx context.Context) error {
 	h.bins["vault"] = vbin
 	binDir := filepath.Join(h.dir, "bin")
 	h.progress("building exlessd, exlessctl and exless-floor")
-	cmd := exec.CommandContext(ctx, h.cfg.Go, "build", "-o", binDir+"/",
+	// Built as shipped (tags, cgo or not, stripped), since start-up time
+	// and memory depend on it.
+	if err := buildflags.Build(ctx, h.cfg.Go, "", binDir, "-s -w", nil,
 		"github.com/exless/exless/cmd/exlessd", "github.com/exless/exless/cmd/exlessctl",
-		"github.com/exless/exless/bench/cmd/exless-floor")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build (run from the exless module): %v\n%s", err, out)
+		"github.com/exless/exless/bench/cmd/exless-floor"); err != nil {
+		return fmt.Errorf("%v (run from the exless module)", err)
 	}
 	for _, b := range []string{"exlessd", "exlessctl", "exless-floor"} {
 		h.bins[b] = filepath.Join(binDir, b)
