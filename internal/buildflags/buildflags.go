@@ -21,7 +21,9 @@ const Tags = "urfave_cli_no_docs"
 // token, and a static binary skips the dynamic loader and libc: several
 // milliseconds. It resolves names through getent(1) instead of NSS calls.
 // exlessd keeps cgo, so that its policy's names resolve through NSS.
-var Static = map[string]bool{"exlessctl": true}
+// The benchmark harness's start-up floors are built like exlessctl, to
+// compare like with like.
+var Static = map[string]bool{"exlessctl": true, "exless-gofloor": true, "exless-httpfloor": true}
 
 // Build compiles the packages pkgs (import paths or ./cmd/... paths, in
 // the module at dir; "" is the current directory) into outDir, with
