@@ -82,7 +82,7 @@ func envNameFlag() cli.Flag {
 }
 
 // scopeAndProject checks --scope and --project before anything is asked of
-// the api.
+// the daemon.
 func scopeAndProject(c *cli.Context) (scope, project string, err error) {
 	scope, project = c.String("scope"), c.String("project")
 	switch scope {
