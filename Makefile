@@ -15,9 +15,14 @@ export EXLESS_VAULT_BIN := $(shell scripts/vault.sh path)
 
 all: build
 
+# As shipped (internal/buildflags, which the packages, the benchmarks and
+# the e2e tests use): without urfave/cli's doc generators, and exlessctl
+# static (no cgo), since it starts once per token.
+TAGS        := urfave_cli_no_docs
 build:
 	@mkdir -p bin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/exlessd ./cmd/exlessctl ./cmd/exceptionless-testserver
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/exlessd ./cmd/exceptionless-testserver
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/exlessctl
 
 vault:
 	@scripts/vault.sh build >/dev/null

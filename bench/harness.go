@@ -23,6 +23,7 @@ import (
 
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+	"github.com/exless/exless/internal/buildflags"
 	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
@@ -48,7 +49,8 @@ type Config struct {
 	// OutDir receives results.json and latency.svg; "" writes neither.
 	OutDir string
 	// DaemonEnv is added to exlessd's environment, e.g. GOMEMLIMIT=30MiB to
-	// try runtime settings a unit file could set.
+	// try runtime settings a unit file could set. Run puts what
+	// systemd/exlessd.service sets (Environment=) before it.
 	DaemonEnv []string
 	// Out receives the table; Progress receives progress lines.
 	Out, Progress io.Writer
@@ -105,6 +107,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// exlessd runs with what its unit sets (GOMEMLIMIT), then -daemon-env,
+	// whose later entries win.
+	uenv, err := unitEnv()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cfg.DaemonEnv = append(uenv, cfg.DaemonEnv...)
 	h := &harness{cfg: cfg, dir: dir, bins: map[string]string{}}
 	defer h.close()
 	h.report.Meta = Meta{
@@ -209,13 +219,15 @@ func (h *harness) build(ctx context.Context) error {
 	h.bins["vault"] = vbin
 	binDir := filepath.Join(h.dir, "bin")
 	h.progress("building exlessd, exlessctl and exless-floor")
-	cmd := exec.CommandContext(ctx, h.cfg.Go, "build", "-o", binDir+"/",
+	// Built as shipped (tags, cgo or not, stripped), since start-up time
+	// and memory depend on it.
+	if err := buildflags.Build(ctx, h.cfg.Go, "", binDir, "-s -w", nil,
 		"github.com/exless/exless/cmd/exlessd", "github.com/exless/exless/cmd/exlessctl",
-		"github.com/exless/exless/bench/cmd/exless-floor")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build (run from the exless module): %v\n%s", err, out)
+		"github.com/exless/exless/bench/cmd/exless-floor",
+		"github.com/exless/exless/bench/cmd/exless-gofloor", "github.com/exless/exless/bench/cmd/exless-httpfloor"); err != nil {
+		return fmt.Errorf("%v (run from the exless module)", err)
 	}
-	for _, b := range []string{"exlessd", "exlessctl", "exless-floor"} {
+	for _, b := range []string{"exlessd", "exlessctl", "exless-floor", "exless-gofloor", "exless-httpfloor"} {
 		h.bins[b] = filepath.Join(binDir, b)
 	}
 	return nil
@@ -470,6 +482,12 @@ func (h *harness) cliRuns(ctx context.Context) error {
 	if t, err := exec.LookPath("true"); err == nil {
 		cmds = append(cmds, command{name: "process floor", bin: t, dir: home, env: childEnv(home), noOutput: true})
 	}
+	// The cost of starting a Go program, and one linking net/http (as any
+	// HTTP client does), built as exlessctl is: below these no Go client
+	// can go on this machine.
+	cmds = append(cmds,
+		command{name: "Go floor", bin: h.bins["exless-gofloor"], dir: home, env: childEnv(home)},
+		command{name: "Go net/http floor", bin: h.bins["exless-httpfloor"], dir: home, env: childEnv(home)})
 	gnuTime, err := exec.LookPath("time")
 	if err != nil {
 		h.progress("GNU time not installed; peak RSS of whole processes not measured")

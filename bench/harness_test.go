@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,6 +56,15 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	for k := range want {
 		t.Errorf("run %s missing", k)
+	}
+	// exlessd runs with its unit's environment.
+	if !slices.ContainsFunc(rep.Meta.DaemonEnv, func(kv string) bool { return strings.HasPrefix(kv, "GOMEMLIMIT=") }) {
+		t.Errorf("exlessd environment %q lacks the unit's GOMEMLIMIT", rep.Meta.DaemonEnv)
+	}
+	for _, name := range []string{"Go floor", "Go net/http floor"} {
+		if _, ok := rep.cli(name); !ok {
+			t.Errorf("no %s among the whole-process timings", name)
+		}
 	}
 	if len(rep.CLI) < 3 {
 		t.Errorf("CLI results: %d, want exlessctl token and --version and vault at least", len(rep.CLI))

@@ -410,6 +410,12 @@ func (r *Report) judge() {
 		if pf, ok := r.cli("process floor"); ok {
 			note += fmt.Sprintf("; starting true: %.2f ms", pf.MedianMS)
 		}
+		if gf, ok := r.cli("Go floor"); ok {
+			note += fmt.Sprintf("; a minimal Go program: %.2f ms", gf.MedianMS)
+		}
+		if hf, ok := r.cli("Go net/http floor"); ok {
+			note += fmt.Sprintf("; one linking net/http: %.2f ms", hf.MedianMS)
+		}
 		note = strings.TrimPrefix(note, "; ")
 		target("exlessctl token, whole process, median", "≤ 5 ms and ≤ 0.15× vault kv get",
 			fmt.Sprintf("%.2f ms, %.2f×", ctl.MedianMS, v), ctl.MedianMS <= 5 && v <= 0.15, ok1 && ok2, note)

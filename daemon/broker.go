@@ -839,19 +839,6 @@ const (
 	problemUpstreamDown      = "exceptionless unavailable"
 )
 
-// TokenStatus describes one held token, without the token.
-type TokenStatus struct {
-	Scope        string    `json:"scope"`
-	ProjectID    string    `json:"project_id,omitempty"`
-	ObtainedBy   string    `json:"obtained_by,omitempty"`
-	ObtainedAt   time.Time `json:"obtained_at"`
-	AgeSeconds   float64   `json:"age_seconds"`   // since obtained
-	StaleSeconds float64   `json:"stale_seconds"` // since last read from Vault
-	Version      int       `json:"version"`
-	Retiring     int       `json:"retiring,omitempty"`
-	Fingerprint  string    `json:"fingerprint"`
-}
-
 // BrokerStatus is the broker's part of Status.
 type BrokerStatus struct {
 	LoggedIn        bool

@@ -1,6 +1,7 @@
 // Package daemon owns exlessd's core: the Unix-socket HTTP server, the check
-// of who is calling, the token broker (login, minting, caching) and the
-// Client that exlessctl uses to talk to it.
+// of who is calling, and the token broker (login, minting,
+// caching). The Client that exlessctl uses to talk to it, and the JSON
+// bodies of the socket API, are in package api (re-exported here).
 //
 // # Threat model
 //

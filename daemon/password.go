@@ -17,15 +17,6 @@ import (
 // then publish.
 var ErrPasswordNotInStore = errors.New("the Exceptionless password is not kept in vault (exceptionless.password_vault_key)")
 
-// PasswordResult says what a password change did, without secrets.
-type PasswordResult struct {
-	// Fingerprints of the user token before and after: the change deletes
-	// every login token of the user, so the old one is dead.
-	OldFingerprint string    `json:"old_fingerprint"`
-	NewFingerprint string    `json:"new_fingerprint"`
-	ChangedAt      time.Time `json:"changed_at"`
-}
-
 // passwordLease is the lease purpose of every password operation, so that a
 // change and the resolution of an interrupted one never overlap in a fleet.
 const passwordLease = "password"

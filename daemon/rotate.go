@@ -12,15 +12,6 @@ import (
 // ErrNothingToRotate means there is no client token for the project yet.
 var ErrNothingToRotate = errors.New("no client token to rotate")
 
-// RotateResult says what a rotation did, without tokens.
-type RotateResult struct {
-	ProjectID      string    `json:"project_id"`
-	OldFingerprint string    `json:"old_fingerprint"`
-	NewFingerprint string    `json:"new_fingerprint"`
-	RevokeAfter    time.Time `json:"revoke_after"`
-	Revoked        bool      `json:"revoked"` // the old token is already revoked (grace 0)
-}
-
 // Rotate replaces a project's client token: it mints a new one, publishes it
 // to Vault in one check-and-set write that also records the old one as
 // retiring, serves the new one, and has the old one revoked after grace by

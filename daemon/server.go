@@ -354,41 +354,35 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 
 // audit logs one decision as one record, with everything known of the
 // caller and, for a grant, a fingerprint of the token (never the token).
+// It runs for every request: the attributes are built in place (LogAttrs,
+// no []any boxing), and the record is skipped early when its level is off.
 func (s *Server) audit(c *caller, req policy.Request, d policy.Decision, fp string, outcome string) {
-	decision := "deny"
+	level, decision := slog.LevelWarn, "deny"
 	if d.Allow {
-		decision = "allow"
+		level, decision = slog.LevelInfo, "allow"
 	}
-	attrs := []any{
-		"decision", decision,
-		"action", req.Action, "uid", c.cred.UID, "gid", c.cred.GID, "pid", c.cred.PID, "pin", c.pin,
+	ctx := context.Background()
+	if !s.log.Enabled(ctx, level) {
+		return
 	}
-	if d.Rule != "" {
-		attrs = append(attrs, "rule", d.Rule)
+	var buf [14]slog.Attr
+	attrs := append(buf[:0],
+		slog.String("decision", decision),
+		slog.String("action", req.Action),
+		slog.Uint64("uid", uint64(c.cred.UID)),
+		slog.Uint64("gid", uint64(c.cred.GID)),
+		slog.Int64("pid", int64(c.cred.PID)),
+		slog.String("pin", c.pin),
+	)
+	for _, o := range [...]struct{ key, v string }{
+		{"rule", d.Rule}, {"scope", req.Scope}, {"project", req.Project}, {"unit", c.id.Unit},
+		{"exe_sha256", c.id.ExeSHA256}, {"token_fp", fp}, {"outcome", outcome},
+	} {
+		if o.v != "" {
+			attrs = append(attrs, slog.String(o.key, o.v))
+		}
 	}
-	if req.Scope != "" {
-		attrs = append(attrs, "scope", req.Scope)
-	}
-	if req.Project != "" {
-		attrs = append(attrs, "project", req.Project)
-	}
-	if c.id.Unit != "" {
-		attrs = append(attrs, "unit", c.id.Unit)
-	}
-	if c.id.ExeSHA256 != "" {
-		attrs = append(attrs, "exe_sha256", c.id.ExeSHA256)
-	}
-	if fp != "" {
-		attrs = append(attrs, "token_fp", fp)
-	}
-	if outcome != "" {
-		attrs = append(attrs, "outcome", outcome)
-	}
-	if d.Allow {
-		s.log.Info("audit", attrs...)
-	} else {
-		s.log.Warn("audit", attrs...)
-	}
+	s.log.LogAttrs(ctx, level, "audit", attrs...)
 }
 
 // Fingerprint is a short, one-way tag for a token, so logs can tell tokens
@@ -637,9 +631,16 @@ const (
 )
 
 func (s *Server) noteReceiver(fp string, c *caller) {
-	who := fmt.Sprintf("uid %d pid %d", c.cred.UID, c.cred.PID)
+	// Built without fmt and compared before it is made a string: a peer
+	// that fetched this token before (the common case) costs nothing.
+	var buf [96]byte
+	b := append(buf[:0], "uid "...)
+	b = strconv.AppendUint(b, uint64(c.cred.UID), 10)
+	b = append(b, " pid "...)
+	b = strconv.AppendInt(b, int64(c.cred.PID), 10)
 	if c.id.Unit != "" {
-		who += " unit " + c.id.Unit
+		b = append(b, " unit "...)
+		b = append(b, c.id.Unit...)
 	}
 	s.recvMu.Lock()
 	defer s.recvMu.Unlock()
@@ -648,22 +649,15 @@ func (s *Server) noteReceiver(fp string, c *caller) {
 	}
 	list := s.receivers[fp]
 	for _, w := range list {
-		if w == who {
+		if w == string(b) {
 			return
 		}
 	}
+	who := string(b)
 	if len(list) >= maxReceiversPerToken {
 		list = list[1:]
 	}
 	s.receivers[fp] = append(list, who)
-}
-
-// RotateResponse is the body of POST /v1/rotate.
-type RotateResponse struct {
-	RotateResult
-	// ReceivedBy lists the peers (and units) this daemon handed the old
-	// token to, so units that got it by LoadCredential= can be restarted.
-	ReceivedBy []string `json:"received_by"`
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
@@ -713,14 +707,6 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 	got := append([]string{}, s.receivers[res.OldFingerprint]...)
 	s.recvMu.Unlock()
 	writeJSON(w, http.StatusOK, RotateResponse{RotateResult: res, ReceivedBy: got})
-}
-
-// PasswordRotateResponse is the body of POST /v1/rotate?scope=user&password=true.
-type PasswordRotateResponse struct {
-	PasswordResult
-	// ReceivedBy lists the peers this daemon handed the old user token to;
-	// it no longer works.
-	ReceivedBy []string `json:"received_by"`
 }
 
 func (s *Server) rotatePassword(w http.ResponseWriter, r *http.Request, c *caller, req policy.Request) {

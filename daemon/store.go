@@ -15,12 +15,6 @@ import (
 // record with a newer schema is refused rather than misread.
 const RecordSchema = 1
 
-// Token scopes.
-const (
-	ScopeUser   = "user"
-	ScopeClient = "client"
-)
-
 // Record is one token as kept in durable storage: the user token under the
 // key "user", a project's client token under "client/<project id>".
 type Record struct {

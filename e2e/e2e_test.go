@@ -20,6 +20,7 @@ import (
 
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
+	"github.com/exless/exless/internal/buildflags"
 	"github.com/exless/exless/internal/syncbuf"
 	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore/vaulttest"
@@ -45,12 +46,9 @@ func binaries(t *testing.T) string {
 		if buildErr = os.Chmod(binDir, 0o755); buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/",
+		// Built as shipped: exlessctl static, without urfave/cli's docs.
+		buildErr = buildflags.Build(context.Background(), "go", "", binDir, "", nil,
 			"github.com/exless/exless/cmd/exlessd", "github.com/exless/exless/cmd/exlessctl")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

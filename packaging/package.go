@@ -17,6 +17,8 @@ import (
 	_ "github.com/goreleaser/nfpm/v2/deb" // registers the deb packager
 	"github.com/goreleaser/nfpm/v2/files"
 	_ "github.com/goreleaser/nfpm/v2/rpm" // registers the rpm packager
+
+	"github.com/exless/exless/internal/buildflags"
 )
 
 // Formats are the package formats Build makes.
@@ -180,21 +182,15 @@ func optionalContents(root string) (files.Contents, error) {
 	return out, nil
 }
 
-// buildBinaries compiles exlessd and exlessctl with cgo, so that names in
-// the policy resolve through NSS (LDAP, SSSD), not only /etc/passwd.
+// buildBinaries compiles exlessd with cgo, so that names in the policy
+// resolve through NSS (LDAP, SSSD), not only /etc/passwd, and exlessctl as
+// buildflags says (static; it asks getent for names).
 func buildBinaries(ctx context.Context, root, dir, version, arch string) error {
 	if arch != runtime.GOARCH {
 		return fmt.Errorf("cgo builds are native only: cannot build %s binaries on %s; pass prebuilt ones (-bindir)", arch, runtime.GOARCH)
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath",
-		"-ldflags", "-s -w -X main.version="+version,
-		"-o", dir+"/", "./cmd/exlessd", "./cmd/exlessctl")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOARCH="+arch)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return nil
+	return buildflags.Build(ctx, "go", root, dir, "-s -w -X main.version="+version, []string{"GOARCH=" + arch},
+		"./cmd/exlessd", "./cmd/exlessctl")
 }
 
 // Version derives a package version from git: "1.2.3" on a tag v1.2.3,

@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/exless/exless/daemon"
+	"github.com/exless/exless/daemon/api"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -94,10 +94,10 @@ func (e *childExit) Error() string { return fmt.Sprintf("command exited with sta
 // EXLESS_SOCKET and has the default; a command's copy counts only when it is
 // given on the command line, so the flag always beats the environment.
 func socketFlag(app bool) cli.Flag {
-	f := &cli.StringFlag{Name: "socket", Usage: "exlessd socket `PATH` (default: $EXLESS_SOCKET, else " + daemon.DefaultSocket + ")", TakesFile: true}
+	f := &cli.StringFlag{Name: "socket", Usage: "exlessd socket `PATH` (default: $EXLESS_SOCKET, else " + api.DefaultSocket + ")", TakesFile: true}
 	if app {
 		f.Usage = "exlessd socket `PATH`"
-		f.Value = daemon.DefaultSocket
+		f.Value = api.DefaultSocket
 		f.EnvVars = []string{"EXLESS_SOCKET"}
 	}
 	return f
@@ -117,7 +117,7 @@ func socketPath(c *cli.Context) string {
 	return lineage[len(lineage)-1].String("socket")
 }
 
-func client(c *cli.Context) *daemon.Client { return daemon.NewClient(socketPath(c)) }
+func client(c *cli.Context) *api.Client { return api.NewClient(socketPath(c)) }
 
 func onUsageError(c *cli.Context, err error, _ bool) error {
 	return usagef(c, "%v", err)
@@ -191,8 +191,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // does not say.
 func explain(err error) string {
 	var (
-		denied *daemon.AccessDeniedError
-		apiErr *daemon.APIError
+		denied *api.AccessDeniedError
+		apiErr *api.APIError
 	)
 	switch {
 	case errors.As(err, &denied) && !denied.Socket:
@@ -210,9 +210,9 @@ func explain(err error) string {
 func exitCode(err error) int {
 	var (
 		usage   *usageError
-		denied  *daemon.AccessDeniedError
-		unreach *daemon.UnreachableError
-		apiErr  *daemon.APIError
+		denied  *api.AccessDeniedError
+		unreach *api.UnreachableError
+		apiErr  *api.APIError
 	)
 	switch {
 	case errors.As(err, &usage):

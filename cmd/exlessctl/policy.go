@@ -7,13 +7,13 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/exless/exless/daemon"
+	"github.com/exless/exless/daemon/api"
 	"github.com/exless/exless/daemon/policy"
 )
 
@@ -93,21 +93,15 @@ func explainQuery(c *cli.Context) (url.Values, error) {
 		return "", nil
 	}
 	uid, err := id("uid", "user", "user", func(n string) (string, error) {
-		u, err := user.Lookup(n)
-		if err != nil {
-			return "", err
-		}
-		return u.Uid, nil
+		u, err := nssNames{}.LookupUser(n)
+		return strconv.FormatUint(uint64(u), 10), err
 	})
 	if err != nil {
 		return nil, err
 	}
 	gid, err := id("gid", "group", "group", func(n string) (string, error) {
-		g, err := user.LookupGroup(n)
-		if err != nil {
-			return "", err
-		}
-		return g.Gid, nil
+		g, err := nssNames{}.LookupGroup(n)
+		return strconv.FormatUint(uint64(g), 10), err
 	})
 	if err != nil {
 		return nil, err
@@ -136,10 +130,10 @@ func explainQuery(c *cli.Context) (url.Values, error) {
 	set("action", action)
 	if action == policy.ActionToken || action == policy.ActionRotate {
 		scope := c.String("scope")
-		if scope != daemon.ScopeUser && scope != daemon.ScopeClient {
+		if scope != api.ScopeUser && scope != api.ScopeClient {
 			return nil, usagef(c, "--action %s needs --scope user or client", action)
 		}
-		if scope == daemon.ScopeClient && c.String("project") == "" {
+		if scope == api.ScopeClient && c.String("project") == "" {
 			return nil, usagef(c, "--scope client needs --project ID or ORG/NAME")
 		}
 		set("scope", scope)
@@ -169,7 +163,7 @@ func explainOffline(file string, q url.Values) (policy.Explanation, error) {
 	if err != nil {
 		return policy.Explanation{}, err
 	}
-	pol, _, err := policy.Compile(cfg.Rules, nil)
+	pol, _, err := policy.Compile(cfg.Rules, nssNames{})
 	if err != nil {
 		return policy.Explanation{}, fmt.Errorf("%s: %w", file, err)
 	}

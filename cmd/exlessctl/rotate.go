@@ -5,7 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/exless/exless/daemon"
+	"github.com/exless/exless/daemon/api"
 )
 
 func rotateCommand() *cli.Command {
@@ -14,7 +14,7 @@ func rotateCommand() *cli.Command {
 		Usage:     "replace a project's client token (revoking the old one after a grace period), or change the account password",
 		UsageText: "exlessctl rotate --scope client --project ID|ORG/NAME [--grace 10m]\n   exlessctl rotate --scope client --project ID --grace 0   # leaked token: revoke at once\n   exlessctl rotate --scope user --password   # new account password (kept in Vault) and user token",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "scope", Value: daemon.ScopeClient, Usage: "`client`, or user with --password"},
+			&cli.StringFlag{Name: "scope", Value: api.ScopeClient, Usage: "`client`, or user with --password"},
 			&cli.BoolFlag{Name: "password", Usage: "with --scope user: change the Exceptionless password to a new random one kept in Vault (needs exceptionless.password_vault_key); every login token of the account, web sessions included, stops working"},
 			&cli.StringFlag{Name: "project", Usage: "project `ID` or ORG/NAME"},
 			&cli.StringFlag{Name: "grace", Usage: "how long the old token stays valid, e.g. 10m; 0 revokes at once (default: the daemon's rotation.grace)"},
@@ -28,11 +28,11 @@ func rotateCommand() *cli.Command {
 				return err
 			}
 			switch c.String("scope") {
-			case daemon.ScopeClient:
+			case api.ScopeClient:
 				if c.Bool("password") {
 					return usagef(c, "--password goes with --scope user")
 				}
-			case daemon.ScopeUser:
+			case api.ScopeUser:
 				if !c.Bool("password") {
 					return usagef(c, "the user token is not rotated on its own: exlessd logs in again when Exceptionless rejects it; --password changes the account password, which replaces it")
 				}

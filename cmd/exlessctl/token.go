@@ -3,18 +3,17 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/exless/exless/daemon"
+	"github.com/exless/exless/daemon/api"
 	"github.com/exless/exless/daemon/policy"
 )
 
 var (
-	scopes       = []string{daemon.ScopeUser, daemon.ScopeClient}
+	scopes       = []string{api.ScopeUser, api.ScopeClient}
 	tokenFormats = []string{"raw", "json", "env"}
 )
 
@@ -87,11 +86,11 @@ func envNameFlag() cli.Flag {
 func scopeAndProject(c *cli.Context) (scope, project string, err error) {
 	scope, project = c.String("scope"), c.String("project")
 	switch scope {
-	case daemon.ScopeUser:
+	case api.ScopeUser:
 		if project != "" {
 			return "", "", usagef(c, "--project goes with --scope client only")
 		}
-	case daemon.ScopeClient:
+	case api.ScopeClient:
 		switch {
 		case project == "":
 			return "", "", usagef(c, "--scope client needs --project ID")
@@ -107,10 +106,21 @@ func scopeAndProject(c *cli.Context) (scope, project string, err error) {
 	return scope, project, nil
 }
 
-var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// validEnvName reports whether name is a shell variable name
+// ([A-Za-z_][A-Za-z0-9_]*), checked by hand: a package-level regexp would be
+// compiled at every start, token or not.
+func validEnvName(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return name != ""
+}
 
 func checkEnvName(c *cli.Context, name string) error {
-	if !envNamePattern.MatchString(name) {
+	if !validEnvName(name) {
 		return usagef(c, "--env-name must be a shell variable name (letters, digits and _, not starting with a digit)")
 	}
 	return nil

@@ -143,7 +143,7 @@ func (a *Attestor) Attest(c net.Conn, wantExe bool) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &pin{root: a.procRoot, pid: cred.PID, pidfd: -1, dirfd: -1}
+	p := &pin{root: a.procRoot, pid: cred.PID, pidfd: -1, dirfd: -1, buf: readBufs.Get().(*[]byte)}
 	defer p.close()
 	if usePidfd {
 		switch {
@@ -184,11 +184,12 @@ func (a *Attestor) Attest(c net.Conn, wantExe bool) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg, err := ParseCgroup(data)
+	lines, err := cgroupLines(data)
 	if err != nil {
 		return nil, fmt.Errorf("/proc/%d/cgroup: %w", cred.PID, err)
 	}
-	if err := a.checkLayout(data); err != nil {
+	cg := cgroupOf(lines)
+	if err := a.checkLayout(lines); err != nil {
 		return nil, fmt.Errorf("/proc/%d/cgroup: %w", cred.PID, err)
 	}
 	id.Cgroup, id.Unit, id.UserUnit, id.UserManagerUID = cg.Path, cg.Unit, cg.UserUnit, cg.UserManagerUID
@@ -226,14 +227,14 @@ func (a *Attestor) checkProcRoot() error {
 // checkLayout compares the hierarchies listed in a peer's cgroup file with
 // the daemon's own (see cgroupLayout). The daemon's is cached, and re-read
 // once on a mismatch in case a hierarchy was mounted since.
-func (a *Attestor) checkLayout(peer []byte) error {
-	got, err := cgroupLayout(peer)
-	if err != nil {
-		return err
-	}
-	if cur := a.selfLayout.Load(); cur != nil && *cur == got {
+func (a *Attestor) checkLayout(peer []cgroupLine) error {
+	var buf [512]byte
+	gotb := appendLayout(buf[:0], peer)
+	// Compared without making a string: this runs for every connection.
+	if cur := a.selfLayout.Load(); cur != nil && *cur == string(gotb) {
 		return nil
 	}
+	got := string(gotb)
 	self, err := os.ReadFile(filepath.Join(a.procRoot, "self", "cgroup"))
 	if err != nil {
 		return fmt.Errorf("read own cgroup file: %w", err)
@@ -250,17 +251,38 @@ func (a *Attestor) checkLayout(peer []byte) error {
 }
 
 // pin holds the peer's process while it is read: a pidfd when the kernel
-// gives one, and always a directory fd on /proc/<pid>, through which every
-// file is read so that all reads see the same process (once that process
-// is gone, reads through it fail rather than reaching a successor).
+// gives one, else a directory fd on /proc/<pid>, through which every file
+// is read so that all reads see the same process (once that process is
+// gone, reads through it fail rather than reaching a successor). With a
+// pidfd, files are read by path: verify's check that the pidfd's process
+// still runs proves the pid named it throughout, and the open and close
+// of the directory are two syscalls of every connection.
 type pin struct {
 	root  string
 	pid   int32
 	pidfd int
-	dirfd int
+	dirfd int     // the directory fd, or AT_FDCWD with a pidfd
+	dir   string  // "" with a directory fd, else "<root>/<pid>/"
+	buf   *[]byte // for reads; what read returns is valid until the next read
 }
 
+// at returns where openat and friends find the file name of the process.
+func (p *pin) at(name string) (int, string) {
+	if p.dir == "" {
+		return p.dirfd, name
+	}
+	return p.dirfd, p.dir + name
+}
+
+// readBufs hold the files Attest reads: a connection's stat, cgroup and
+// status fit in one, and procfs fills it in one read.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
 func (p *pin) close() {
+	if p.buf != nil {
+		readBufs.Put(p.buf)
+		p.buf = nil
+	}
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 	}
@@ -271,6 +293,10 @@ func (p *pin) close() {
 
 func (p *pin) open() error {
 	dir := filepath.Join(p.root, strconv.Itoa(int(p.pid)))
+	if p.pidfd >= 0 {
+		p.dirfd, p.dir = unix.AT_FDCWD, dir+"/"
+		return nil
+	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if goneErrno(err) {
@@ -287,14 +313,19 @@ func goneErrno(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
 }
 
-// read returns the contents of /proc/<pid>/name, read through the pin.
+// read returns the contents of /proc/<pid>/name, read through the pin,
+// in p.buf (valid until the next read).
 func (p *pin) read(name string) ([]byte, error) {
-	fd, err := unix.Openat(p.dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	dfd, path := p.at(name)
+	fd, err := unix.Openat(dfd, path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err == nil {
 		var data []byte
-		data, err = readAllFD(fd, 1<<20)
+		data, err = readProcFD(fd, (*p.buf)[:0], 1<<20)
 		unix.Close(fd)
 		if err == nil {
+			if cap(data) > cap(*p.buf) && cap(data) <= 64<<10 {
+				*p.buf = data[:cap(data)]
+			}
 			return data, nil
 		}
 	}
@@ -322,9 +353,11 @@ func (p *pin) verify(first procStat, cred Cred) error {
 	if p.pidfd >= 0 {
 		// Holding a pidfd proves nothing by itself: since 6.16 the
 		// kernel hands one out for a peer that has already exited. It
-		// polls readable once the process exited, even unreaped; and
-		// signal 0 fails with ESRCH once it was reaped (EPERM means it
-		// exists but is not ours to signal).
+		// polls readable once the process exited, reaped or not (a
+		// reaped one also reports POLLHUP). A process still running now
+		// was running since it connected, so its pid named it all along
+		// and every file read through /proc/<pid> was its own: no second
+		// look at the start time is needed.
 		exited, err := pidfdExited(p.pidfd)
 		if err != nil {
 			return fmt.Errorf("poll pidfd: %w", err)
@@ -332,12 +365,7 @@ func (p *pin) verify(first procStat, cred Cred) error {
 		if exited {
 			return fmt.Errorf("%w: pid %d exited", ErrPeerGone, p.pid)
 		}
-		if err := unix.PidfdSendSignal(p.pidfd, 0, nil, 0); err != nil && !errors.Is(err, unix.EPERM) {
-			if errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("%w: pid %d exited", ErrPeerGone, p.pid)
-			}
-			return fmt.Errorf("pidfd_send_signal: %w", err)
-		}
+		return nil
 	}
 	st, err := p.stat()
 	if err != nil {
@@ -345,9 +373,6 @@ func (p *pin) verify(first procStat, cred Cred) error {
 	}
 	if st.startTime != first.startTime {
 		return fmt.Errorf("%w: pid %d now started at %d, not %d", ErrPeerGone, p.pid, st.startTime, first.startTime)
-	}
-	if p.pidfd >= 0 {
-		return nil
 	}
 	// Without a pidfd, a pid reused before /proc/<pid> was opened would
 	// pass the checks above; a reuser under other ids at least does not
@@ -385,9 +410,14 @@ func pidfdExited(fd int) (bool, error) {
 	}
 }
 
-// readAllFD reads fd to the end, refusing more than limit bytes.
-func readAllFD(fd, limit int) ([]byte, error) {
-	buf := make([]byte, 0, 4096)
+// readProcFD reads a procfs file into buf (growing it when needed),
+// refusing more than limit bytes. A read that does not fill the buffer is
+// taken as the end: procfs produces these files whole on the first read
+// and copies out all that fits, which saves a second read per file. Were a
+// kernel ever to return less, the file would look cut short, and a short
+// stat, cgroup or status file fails its parse or layout check: refused,
+// never misread as another process.
+func readProcFD(fd int, buf []byte, limit int) ([]byte, error) {
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) >= limit {
@@ -406,5 +436,8 @@ func readAllFD(fd, limit int) ([]byte, error) {
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
+		if len(buf) < cap(buf) {
+			return buf, nil
+		}
 	}
 }

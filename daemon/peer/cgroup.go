@@ -62,6 +62,11 @@ func ParseCgroup(data []byte) (Cgroup, error) {
 	if err != nil {
 		return Cgroup{}, err
 	}
+	return cgroupOf(lines), nil
+}
+
+// cgroupOf is ParseCgroup on lines cgroupLines accepted.
+func cgroupOf(lines []cgroupLine) Cgroup {
 	var (
 		v2, v1     string
 		hasV2, hv1 bool
@@ -86,10 +91,10 @@ func ParseCgroup(data []byte) (Cgroup, error) {
 	case hasV2:
 		cg.Path = v2
 	default:
-		return Cgroup{}, nil
+		return Cgroup{}
 	}
 	cg.Unit, cg.UserUnit, cg.UserManagerUID = unitOfPath(cg.Path)
-	return cg, nil
+	return cg
 }
 
 type cgroupLine struct {
@@ -108,7 +113,6 @@ func cgroupLines(data []byte) ([]cgroupLine, error) {
 	}
 	raw := bytes.Split(data[:len(data)-1], []byte{'\n'})
 	out := make([]cgroupLine, 0, len(raw))
-	seen := make(map[uint64]bool, len(raw))
 	systemd := false
 	for i, b := range raw {
 		bad := func(format string, args ...any) error {
@@ -133,10 +137,12 @@ func cgroupLines(data []byte) ([]cgroupLine, error) {
 		if len(path) == 0 || path[0] != '/' {
 			return nil, bad("path is not absolute")
 		}
-		if seen[id] {
-			return nil, bad("hierarchy %d listed twice", id)
+		// A handful of lines: a scan costs less than a map.
+		for _, o := range out {
+			if o.id == id {
+				return nil, bad("hierarchy %d listed twice", id)
+			}
 		}
-		seen[id] = true
 		l := cgroupLine{id: id, controllers: string(ctl), path: string(path)}
 		for c := range strings.SplitSeq(l.controllers, ",") {
 			if c == "name=systemd" {
@@ -164,11 +170,18 @@ func cgroupLayout(data []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var b strings.Builder
+	return string(appendLayout(nil, lines)), nil
+}
+
+// appendLayout appends the layout of lines (see cgroupLayout) to b.
+func appendLayout(b []byte, lines []cgroupLine) []byte {
 	for _, l := range lines {
-		fmt.Fprintf(&b, "%d:%s\n", l.id, l.controllers)
+		b = strconv.AppendUint(b, l.id, 10)
+		b = append(b, ':')
+		b = append(b, l.controllers...)
+		b = append(b, '\n')
 	}
-	return b.String(), nil
+	return b
 }
 
 // unitOfPath names the unit of a cgroup path; see ParseCgroup.

@@ -22,14 +22,16 @@
 // while /proc is being read. So Attest pins the process first, with a pidfd
 // from SO_PEERPIDFD (Linux 6.5+), which names the very process that
 // connected, or else by an open /proc/<pid> directory and the start time.
-// Every file is read through that directory, which stops working, rather
-// than moving to a successor, once its process is gone. After the last read
-// the pin is checked again: the pidfd must not poll as exited (since Linux
-// 6.16 a pidfd is handed out even for a peer that had already exited, so
-// holding one proves nothing) and the start time must be unchanged; without
-// a pidfd, the process must also not be a zombie and must still run under
-// the uid and gid it connected with. Otherwise Attest returns ErrPeerGone
-// and the connection must not be served.
+// Without a pidfd every file is read through that directory, which stops
+// working, rather than moving to a successor, once its process is gone.
+// After the last read the pin is checked again. The pidfd must not poll as
+// exited (since Linux 6.16 a pidfd is handed out even for a peer that had
+// already exited, so holding one proves nothing); a process that has not
+// exited by then held its pid throughout, so every file read by path was
+// its own. Without a pidfd, the start time must be unchanged, and the
+// process must not be a zombie and must still run under the uid and gid it
+// connected with. Otherwise Attest returns ErrPeerGone and the connection
+// must not be served.
 //
 // # What attestation does not prove
 //

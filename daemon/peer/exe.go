@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"container/list"
 	"crypto/sha256"
 	"encoding/hex"
@@ -66,7 +67,7 @@ func (a *Attestor) MaxHashesInFlight() int { return int(a.hashes.maxInFlight.Loa
 // attestation: an executable that cannot vouch for the peer gets ExeErr,
 // and exe rules then do not match.
 func (a *Attestor) readExe(p *pin, id *Identity) {
-	path, err := readlinkAt(p.dirfd, "exe")
+	path, err := readlinkAt(p.at("exe"))
 	if err != nil {
 		id.ExeErr = exeErrText(p.pid, err)
 		return
@@ -82,17 +83,14 @@ func (a *Attestor) readExe(p *pin, id *Identity) {
 	if testHookExeReadlinked != nil {
 		testHookExeReadlinked(path)
 	}
-	// Hash the file the process runs, opened through the magic link, not
-	// whatever is at the path now.
-	fd, err := unix.Openat(p.dirfd, "exe", unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		id.ExeErr = exeErrText(p.pid, err)
-		return
-	}
-	defer unix.Close(fd)
+	// The file the process runs, reached through the magic link, not
+	// whatever is at the path now. A stat through the link names it as
+	// well as an open would (same access check, same inode), and is all
+	// a cached hash needs: the file is opened only to be hashed.
+	dfd, name := p.at("exe")
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		id.ExeErr = fmt.Sprintf("cannot stat /proc/%d/exe: %v", p.pid, err)
+	if err := unix.Fstatat(dfd, name, &st, 0); err != nil {
+		id.ExeErr = exeErrText(p.pid, err)
 		return
 	}
 	switch {
@@ -107,24 +105,53 @@ func (a *Attestor) readExe(p *pin, id *Identity) {
 		id.ExeErr = fmt.Sprintf("executable is %d bytes, over the %d-byte limit", st.Size, a.maxExe)
 		return
 	}
-	sum, err := a.hashes.sum(fd, &st)
-	if err != nil {
-		id.ExeErr = fmt.Sprintf("cannot hash /proc/%d/exe: %v", p.pid, err)
-		return
+	sum, ok := a.hashes.cached(&st)
+	if !ok {
+		var errText string
+		if sum, errText = a.hashExe(p, &st); errText != "" {
+			id.ExeErr = errText
+			return
+		}
 	}
 	// The name must still lead to the file that was hashed: a path rule
 	// must not match a name that was moved or replaced meanwhile.
-	again, err := readlinkAt(p.dirfd, "exe")
+	bp := linkBufs.Get().(*[]byte)
+	defer linkBufs.Put(bp)
+	again, err := readlinkInto(dfd, name, *bp)
 	if err != nil {
 		id.ExeErr = exeErrText(p.pid, err)
 		return
 	}
-	if again != path {
-		id.ExeDeleted = strings.HasSuffix(again, " (deleted)")
+	if string(again) != path {
+		id.ExeDeleted = bytes.HasSuffix(again, []byte(" (deleted)"))
 		id.ExeErr = fmt.Sprintf("executable moved from %s to %s while it was read", path, again)
 		return
 	}
 	id.ExeSHA256 = sum
+}
+
+// hashExe opens the executable through the magic link and hashes it,
+// provided it is still the file st describes (the process may have
+// exec'd meanwhile). It returns the hash, or why there is none.
+func (a *Attestor) hashExe(p *pin, st *unix.Stat_t) (string, string) {
+	dfd, name := p.at("exe")
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return "", exeErrText(p.pid, err)
+	}
+	defer unix.Close(fd)
+	var fst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil {
+		return "", fmt.Sprintf("cannot stat /proc/%d/exe: %v", p.pid, err)
+	}
+	if keyOf(&fst) != keyOf(st) {
+		return "", "executable changed while it was read"
+	}
+	sum, err := a.hashes.sum(fd, &fst)
+	if err != nil {
+		return "", fmt.Sprintf("cannot hash /proc/%d/exe: %v", p.pid, err)
+	}
+	return sum, ""
 }
 
 func exeErrText(pid int32, err error) string {
@@ -138,19 +165,31 @@ func exeErrText(pid int32, err error) string {
 	return fmt.Sprintf("cannot read /proc/%d/exe: %v", pid, err)
 }
 
+// linkBufs hold any path the kernel prints (PATH_MAX) and " (deleted)".
+var linkBufs = sync.Pool{New: func() any { b := make([]byte, 4096+64); return &b }}
+
 func readlinkAt(dirfd int, name string) (string, error) {
-	for size := 4096 + 64; ; size *= 2 {
-		buf := make([]byte, size)
+	bp := linkBufs.Get().(*[]byte)
+	defer linkBufs.Put(bp)
+	b, err := readlinkInto(dirfd, name, *bp)
+	return string(b), err
+}
+
+// readlinkInto reads a link's target into buf, or a larger buffer if it
+// does not fit.
+func readlinkInto(dirfd int, name string, buf []byte) ([]byte, error) {
+	for {
 		n, err := unix.Readlinkat(dirfd, name, buf)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		if n < size {
-			return string(buf[:n]), nil
+		if n < len(buf) {
+			return buf[:n], nil
 		}
-		if size > 1<<16 {
-			return "", errors.New("link target too long")
+		if len(buf) > 1<<16 {
+			return nil, errors.New("link target too long")
 		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 
@@ -206,6 +245,22 @@ func newHashCache() *hashCache {
 	}
 }
 
+// cached returns the hash of the file st describes if it is cached and
+// not racy (see racyWindow).
+func (h *hashCache) cached(st *unix.Stat_t) (string, bool) {
+	if h.recent(st) {
+		return "", false
+	}
+	key := keyOf(st)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.entries[key]; ok {
+		h.lru.MoveToFront(e)
+		return e.Value.(*cacheEntry).sum, true
+	}
+	return "", false
+}
+
 // sum returns the hex sha256 of the file open at fd, whose fstat is st.
 func (h *hashCache) sum(fd int, st *unix.Stat_t) (string, error) {
 	key := keyOf(st)
@@ -249,12 +304,7 @@ func (h *hashCache) sum(fd int, st *unix.Stat_t) (string, error) {
 // trusted (see racyWindow); a clock set back counts as recent.
 func (h *hashCache) recent(st *unix.Stat_t) bool {
 	now := time.Now()
-	for _, t := range []unix.Timespec{st.Mtim, st.Ctim} {
-		if now.Sub(time.Unix(t.Unix())) < h.racy {
-			return true
-		}
-	}
-	return false
+	return now.Sub(time.Unix(st.Mtim.Unix())) < h.racy || now.Sub(time.Unix(st.Ctim.Unix())) < h.racy
 }
 
 // acquire takes a hashing slot, waiting at most h.wait for one.

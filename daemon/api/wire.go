@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"time"
@@ -97,3 +97,56 @@ const (
 	CodeMethod      = "method_not_allowed"
 	CodeRateLimited = "rate_limited"
 )
+
+// Token scopes.
+const (
+	ScopeUser   = "user"
+	ScopeClient = "client"
+)
+
+// TokenStatus describes one held token, without the token.
+type TokenStatus struct {
+	Scope        string    `json:"scope"`
+	ProjectID    string    `json:"project_id,omitempty"`
+	ObtainedBy   string    `json:"obtained_by,omitempty"`
+	ObtainedAt   time.Time `json:"obtained_at"`
+	AgeSeconds   float64   `json:"age_seconds"`   // since obtained
+	StaleSeconds float64   `json:"stale_seconds"` // since last read from Vault
+	Version      int       `json:"version"`
+	Retiring     int       `json:"retiring,omitempty"`
+	Fingerprint  string    `json:"fingerprint"`
+}
+
+// RotateResult says what a rotation did, without tokens.
+type RotateResult struct {
+	ProjectID      string    `json:"project_id"`
+	OldFingerprint string    `json:"old_fingerprint"`
+	NewFingerprint string    `json:"new_fingerprint"`
+	RevokeAfter    time.Time `json:"revoke_after"`
+	Revoked        bool      `json:"revoked"` // the old token is already revoked (grace 0)
+}
+
+// RotateResponse is the body of POST /v1/rotate.
+type RotateResponse struct {
+	RotateResult
+	// ReceivedBy lists the peers (and units) this daemon handed the old
+	// token to, so units that got it by LoadCredential= can be restarted.
+	ReceivedBy []string `json:"received_by"`
+}
+
+// PasswordResult says what a password change did, without secrets.
+type PasswordResult struct {
+	// Fingerprints of the user token before and after: the change deletes
+	// every login token of the user, so the old one is dead.
+	OldFingerprint string    `json:"old_fingerprint"`
+	NewFingerprint string    `json:"new_fingerprint"`
+	ChangedAt      time.Time `json:"changed_at"`
+}
+
+// PasswordRotateResponse is the body of POST /v1/rotate?scope=user&password=true.
+type PasswordRotateResponse struct {
+	PasswordResult
+	// ReceivedBy lists the peers this daemon handed the old user token to;
+	// it no longer works.
+	ReceivedBy []string `json:"received_by"`
+}
