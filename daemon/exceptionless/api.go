@@ -39,6 +39,11 @@ func (c *Client) Login(ctx context.Context, email string, password []byte) (Toke
 		}
 		return "", e
 	}
+	return r.tokenAnswer(rep, "login")
+}
+
+// tokenAnswer reads the {"token": …} of a 200 from login or change-password.
+func (r *request) tokenAnswer(rep reply, what string) (Token, error) {
 	if err := r.expect(rep, http.StatusOK); err != nil {
 		return "", err
 	}
@@ -49,7 +54,7 @@ func (c *Client) Login(ctx context.Context, email string, password []byte) (Toke
 		return "", err
 	}
 	if out.Token.IsZero() {
-		return "", r.errorf("login answer has no token")
+		return "", r.errorf("%s answer has no token", what)
 	}
 	return out.Token, nil
 }
@@ -75,19 +80,7 @@ func (c *Client) ChangePassword(ctx context.Context, tok Token, current, next []
 	if err != nil {
 		return "", err
 	}
-	if err := r.expect(rep, http.StatusOK); err != nil {
-		return "", err
-	}
-	var out struct {
-		Token Token `json:"token"`
-	}
-	if err := r.decode(rep, &out); err != nil {
-		return "", err
-	}
-	if out.Token.IsZero() {
-		return "", r.errorf("change-password answer has no token")
-	}
-	return out.Token, nil
+	return r.tokenAnswer(rep, "change-password")
 }
 
 // loginBody encodes {"email":…,"password":…} into a fresh byte slice that
