@@ -703,10 +703,7 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.audit(c, req, d, "", "rotated")
-	s.recvMu.Lock()
-	got := append([]string{}, s.receivers[res.OldFingerprint]...)
-	s.recvMu.Unlock()
-	writeJSON(w, http.StatusOK, RotateResponse{RotateResult: res, ReceivedBy: got})
+	writeJSON(w, http.StatusOK, RotateResponse{RotateResult: res, ReceivedBy: s.receiversOf(res.OldFingerprint)})
 }
 
 func (s *Server) rotatePassword(w http.ResponseWriter, r *http.Request, c *caller, req policy.Request) {
@@ -725,10 +722,14 @@ func (s *Server) rotatePassword(w http.ResponseWriter, r *http.Request, c *calle
 		return
 	}
 	s.audit(c, req, d, "", "password changed")
+	writeJSON(w, http.StatusOK, PasswordRotateResponse{PasswordResult: res, ReceivedBy: s.receiversOf(res.OldFingerprint)})
+}
+
+// receiversOf lists the peers this daemon gave the token with fingerprint fp.
+func (s *Server) receiversOf(fp string) []string {
 	s.recvMu.Lock()
-	got := append([]string{}, s.receivers[res.OldFingerprint]...)
-	s.recvMu.Unlock()
-	writeJSON(w, http.StatusOK, PasswordRotateResponse{PasswordResult: res, ReceivedBy: got})
+	defer s.recvMu.Unlock()
+	return append([]string{}, s.receivers[fp]...)
 }
 
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
