@@ -339,7 +339,10 @@ func TestSoak(t *testing.T) {
 	restarted, added := false, false
 	rotateTick := time.NewTicker(5 * time.Second)
 	reloadTick := time.NewTicker(7 * time.Second)
-	faultTick := time.NewTicker(3 * time.Second)
+	// One fault every 10 s: a queued failure waits for the next matching
+	// request, so faster injection would pile up and hold the daemon in
+	// upstream backoff for the whole run, which tests nothing more.
+	faultTick := time.NewTicker(10 * time.Second)
 	for time.Since(start) < dur {
 		select {
 		case <-rotateTick.C:
@@ -365,12 +368,12 @@ func TestSoak(t *testing.T) {
 			faults++
 			switch faults % 3 {
 			case 0:
-				ex.FailNext("POST", "/api/v2/projects/", 503)
+				ex.FailNext("POST", "/api/v2/projects/", 503) // the next mint
 			case 1:
-				ex.FailNext("DELETE", "/api/v2/tokens/", 500)
 				ex.SetLatency("", "/api/v2/", 150*time.Millisecond)
 			case 2:
 				ex.SetLatency("", "/api/v2/", 0)
+				ex.FailNext("DELETE", "/api/v2/tokens/", 500) // the next revocation
 			}
 		}
 		if !added && time.Since(start) > dur/3 {
@@ -464,7 +467,7 @@ func TestSoak(t *testing.T) {
 // make Exceptionless fail.
 func fetchRetrying(ctx context.Context, c *daemon.Client, project string) (exceptionless.Token, error) {
 	var err error
-	for range 20 {
+	for range 90 { // the daemon may be in upstream backoff after a fault
 		var res daemon.TokenResponse
 		if res, err = c.Token(ctx, daemon.ScopeClient, project); err == nil {
 			return res.Token, nil
