@@ -612,6 +612,10 @@ func (c *Config) validateLimits() error {
 		// The write deadline runs from when the request was read, and a
 		// token fetch may wait on Vault and Exceptionless.
 		return c.fieldError("limits.write_timeout", fmt.Errorf("must be at least request_timeout (%s); \"1m\" leaves room for slow upstreams", l.RequestTimeout))
+	case l.WriteTimeout < DefaultLeaseWait+5*time.Second:
+		// A first fetch, a rotation or a password change may wait that
+		// long for another daemon's lease; cutting it would lose the answer.
+		return c.fieldError("limits.write_timeout", fmt.Errorf("must be at least %s: a mint or rotation may wait %s for the fleet lease", DefaultLeaseWait+5*time.Second, DefaultLeaseWait))
 	case l.IdleTimeout < 100*time.Millisecond:
 		return c.fieldError("limits.idle_timeout", errors.New("must be at least 100ms"))
 	case l.MaxHeaderBytes < 1024:

@@ -382,6 +382,7 @@ limits {
 		{`header_timeout = "1ms"`, "limits.header_timeout", "at least 100ms"},
 		{`request_timeout = "1s"`, "limits.request_timeout", "at least header_timeout (5s)"},
 		{`write_timeout = "5s"`, "limits.write_timeout", "at least request_timeout (10s)"},
+		{`write_timeout = "15s"`, "limits.write_timeout", "may wait 20s for the fleet lease"},
 		{`idle_timeout = "0s"`, "limits.idle_timeout", "at least 100ms"},
 		{"max_header_bytes = 100", "limits.max_header_bytes", "at least 1024"},
 		{"max_body_bytes = 0", "limits.max_body_bytes", "at least 1"},
