@@ -16,7 +16,8 @@ import (
 const RecordSchema = 1
 
 // Record is one token as kept in durable storage: the user token under the
-// key "user", a project's client token under "client/<project id>".
+// key "user" (or under exceptionless.password_vault_key, beside the
+// password), a project's client token under "client/<project id>".
 type Record struct {
 	Schema         int
 	Token          exceptionless.Token
