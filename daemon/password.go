@@ -237,9 +237,7 @@ func (b *Broker) RotatePassword(ctx context.Context) (PasswordResult, error) {
 				return fmt.Errorf("%w: exceptionless did not answer the password change; exlessd settles it from the pending password in vault once it answers (see exlessctl status)", ErrUnavailable)
 			}
 			if _, landed := b.publishUser(wctx, pending, pv, tok, next); !landed {
-				b.mu.Lock()
-				b.counters.PasswordChanges++
-				b.mu.Unlock()
+				// Counted when the pending password is promoted.
 				return fmt.Errorf("%w: exceptionless changed the password, but vault could not be written: the new password stays pending in vault and exlessd publishes it with a new token once vault answers (see exlessctl status)", ErrUnavailable)
 			}
 			b.mu.Lock()
