@@ -790,7 +790,8 @@ func (s *Server) handleExplain(w http.ResponseWriter, r *http.Request) {
 
 // ParseExplainIdentity reads the identity to explain from query values:
 // uid, gid, groups (comma-separated gids), unit, user_unit, exe_path,
-// exe_sha256. It is shared by the daemon and exlessctl's offline mode.
+// exe_sha256. The daemon and `exlessd config explain` (exlessctl policy
+// explain --config) share it.
 func ParseExplainIdentity(q url.Values) (policy.Identity, error) {
 	var id policy.Identity
 	num := func(name string) (uint32, error) {

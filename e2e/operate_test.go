@@ -65,6 +65,11 @@ rule "deploy" {
 			t.Errorf("%v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
 		}
 	}
+	// Offline, exlessctl runs the exlessd beside it, and passes its error on.
+	r = e.ctl(nil, "policy", "explain", "--config", e.config+".missing", "--uid", "4242", "--action", "reload")
+	if r.code != 1 || !strings.Contains(r.stderr, "pass --config FILE") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("explain a missing config: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	r = e.ctl(nil, "policy", "explain", "--uid", "4242", "--unit", "user@4242.service/deploy.service", "--scope", "client", "--project", project)
 	if r.code != 0 || !strings.Contains(r.stdout, "deny") || !strings.Contains(r.stdout, "units:") {
 		t.Errorf("explain a user unit: exit %d\n%s%s", r.code, r.stdout, r.stderr)

@@ -250,3 +250,13 @@ func TestNoSecretFlags(t *testing.T) {
 		check(c.Name, c.Flags)
 	}
 }
+
+// Offline explain runs exlessd; without one, the error says what to do.
+func TestExplainOfflineWithoutExlessd(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	r := ctl(t, "policy", "explain", "--config", "/etc/exless/exlessd.hcl", "--uid", "1", "--action", "reload")
+	if r.code != 1 || !strings.Contains(r.stderr, "neither beside exlessctl nor on PATH") || !strings.Contains(r.stderr, "drop --config") {
+		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	checkOneLineError(t, r)
+}

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/api"
 	"github.com/exless/exless/daemon/policy"
 )
@@ -38,7 +43,7 @@ func policyCommand() *cli.Command {
 				&cli.StringFlag{Name: "action", Value: policy.ActionToken, Usage: "`ACTION`: token, rotate, reload, status or metrics"},
 				&cli.StringFlag{Name: "scope", Usage: "user or client (for token and rotate)"},
 				&cli.StringFlag{Name: "project", Usage: "project `ID` or ORG/NAME (for scope client)"},
-				&cli.StringFlag{Name: "config", Usage: "evaluate this config `FILE` here instead of asking exlessd", TakesFile: true},
+				&cli.StringFlag{Name: "config", Usage: "evaluate this config `FILE` here, with the exlessd program beside exlessctl or on PATH, instead of asking the running daemon", TakesFile: true},
 				formatFlag(),
 			},
 			Action: explainAction,
@@ -59,7 +64,7 @@ func explainAction(c *cli.Context) error {
 	}
 	var ex policy.Explanation
 	if file := c.String("config"); file != "" {
-		ex, err = explainOffline(file, q)
+		ex, err = explainOffline(c.Context, file, q)
 	} else {
 		ex, err = client(c).Explain(c.Context, q)
 	}
@@ -155,27 +160,51 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// explainOffline evaluates a config file's policy on this host, as the
-// daemon would. Project names cannot be resolved offline: a project given
-// as ORG/NAME matches rules that name it so, and ids match ids.
-func explainOffline(file string, q url.Values) (policy.Explanation, error) {
-	cfg, err := daemon.LoadConfig(file)
+// explainOffline evaluates a config file's policy on this host by running
+// `exlessd config explain`: exlessd reads the file exactly as it would at
+// start, and exlessctl, which starts once per token, stays free of the
+// config parser and the daemon (together several milliseconds of package
+// init on every run).
+func explainOffline(ctx context.Context, file string, q url.Values) (policy.Explanation, error) {
+	bin, err := findExlessd()
 	if err != nil {
 		return policy.Explanation{}, err
 	}
-	pol, _, err := policy.Compile(cfg.Rules, nssNames{})
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "config", "explain", "--config", file, "--query", q.Encode())
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		// exlessd's error names the file and what to fix; keep exlessctl's
+		// one-line error contract.
+		msg := strings.Join(strings.Fields(strings.TrimPrefix(stderr.String(), "exlessd: ")), " ")
+		if msg == "" {
+			msg = fmt.Sprintf("%s config explain: %v", bin, err)
+		}
+		return policy.Explanation{}, errors.New(msg)
+	}
+	var ex policy.Explanation
+	if err := json.Unmarshal(stdout.Bytes(), &ex); err != nil {
+		return policy.Explanation{}, fmt.Errorf("%s config explain answered something other than an explanation (%v): is it the same version as exlessctl?", bin, err)
+	}
+	return ex, nil
+}
+
+// findExlessd looks for exlessd beside this exlessctl (as the package
+// installs them), then on PATH.
+func findExlessd() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		if self, err = filepath.EvalSymlinks(self); err == nil {
+			p := filepath.Join(filepath.Dir(self), "exlessd")
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		}
+	}
+	p, err := exec.LookPath("exlessd")
 	if err != nil {
-		return policy.Explanation{}, fmt.Errorf("%s: %w", file, err)
+		return "", errors.New("--config needs exlessd, which reads the file as the daemon would, and it is neither beside exlessctl nor on PATH: install the exless package, or drop --config to ask the running daemon")
 	}
-	id, err := daemon.ParseExplainIdentity(q)
-	if err != nil {
-		return policy.Explanation{}, err
-	}
-	req := policy.Request{Action: q.Get("action"), Scope: q.Get("scope"), Project: q.Get("project")}
-	if policy.IsProjectName(req.Project) {
-		req.ProjectName = req.Project
-	}
-	return pol.Explain(id, req), nil
+	return p, nil
 }
 
 func renderExplain(t *table, o object) {

@@ -72,6 +72,17 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					Action: func(c *cli.Context) error {
 						return validate(c.Context, c.App.Writer, configPath(c), os.Getenv("CREDENTIALS_DIRECTORY"), c.Bool("online"))
 					},
+				}, {
+					Name:      "explain",
+					Usage:     "evaluate the config file's policy for an identity; exlessctl policy explain --config runs this",
+					UsageText: "exlessd config explain --config FILE --query 'uid=1000&action=token&scope=client&project=Acme/web'",
+					Flags: []cli.Flag{
+						configFlag(),
+						&cli.StringFlag{Name: "query", Usage: "the identity and request as a URL `QUERY`: uid, gid, groups, unit, exe_path, exe_sha256, action, scope, project", Required: true},
+					},
+					Action: func(c *cli.Context) error {
+						return explain(c.App.Writer, configPath(c), c.String("query"))
+					},
 				}},
 			},
 		},

@@ -61,7 +61,7 @@ complete -c exlessctl -n '__fish_seen_subcommand_from explain' -l exe -r -d 'exe
 complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l action -r -d 'ACTION: token, rotate, reload, status or metrics'
 complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l scope -r -d 'user or client (for token and rotate)'
 complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l project -r -d 'project ID or ORG/NAME (for scope client)'
-complete -c exlessctl -n '__fish_seen_subcommand_from explain' -l config -r -d 'evaluate this config FILE here instead of asking exlessd'
+complete -c exlessctl -n '__fish_seen_subcommand_from explain' -l config -r -d 'evaluate this config FILE here, with the exlessd program beside exlessctl or on PATH, instead of asking the running daemon'
 complete -c exlessctl -n '__fish_seen_subcommand_from explain' -f -l format -r -d 'output FORMAT: text (a table for people) or json (the daemon\'s reply, for scripts)'
 complete -c exlessctl -n '__fish_seen_subcommand_from version' -f -l help -s h -d 'show help'
 complete -r -c exlessctl -n '__fish_exlessctl_no_subcommand' -a 'version' -d 'print exlessctl\'s version'
