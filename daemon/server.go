@@ -262,8 +262,15 @@ func (pc *peerConn) attest() {
 
 // attestConn reads who is on the other end of c, as the policy needs it.
 func (s *Server) attestConn(c net.Conn) (*caller, error) {
-	wantExe := s.policy.Load().WantsExe()
-	pi, err := s.attest.Attest(c, wantExe)
+	pol := s.policy.Load()
+	exe := peer.ExeNone
+	switch {
+	case pol.WantsExePath():
+		exe = peer.ExePathHash
+	case pol.WantsExe():
+		exe = peer.ExeHash
+	}
+	pi, err := s.attest.Attest(c, exe)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +279,7 @@ func (s *Server) attestConn(c net.Conn) (*caller, error) {
 		Unit: pi.Unit, UserUnit: pi.UserUnit,
 	}
 	switch {
-	case !wantExe:
+	case exe == peer.ExeNone:
 		id.ExeErr = "not checked: no rule uses exe_paths or exe_sha256"
 	case pi.ExeKnown():
 		id.ExePath, id.ExeSHA256 = pi.ExePath, pi.ExeSHA256

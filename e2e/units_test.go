@@ -157,7 +157,46 @@ rule "pinned" {
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Errorf("another binary of the same uid: %v (%s), want exit 3", err, errb.String())
 	}
-	if r := e.ctl(nil, "whoami"); !strings.Contains(r.stdout, sum) {
-		t.Errorf("whoami does not show the binary's hash:\n%s", r.stdout)
+	if r := e.ctl(nil, "whoami"); !strings.Contains(r.stdout, "sha256 "+sum+" (path not read") {
+		t.Errorf("whoami does not show the binary's hash alone:\n%s", r.stdout)
+	}
+}
+
+// An exe_paths rule matches the binary at that path, not the same bytes
+// elsewhere; the daemon then reads the path as well as the hash.
+func TestExePathRule(t *testing.T) {
+	bin := binaries(t)
+	ctl := filepath.Join(bin, "exlessctl")
+	e := startDaemon(t, "", func(exceptionlesstest.Account) string {
+		return fmt.Sprintf(`
+rule "path" {
+  users     = ["%d"]
+  exe_paths = ["%s"]
+  scopes    = ["user"]
+}`, os.Getuid(), ctl)
+	})
+	if r := e.ctl(nil, "token", "--scope", "user"); r.code != 0 {
+		t.Fatalf("the binary at the path: exit %d: %s", r.code, r.stderr)
+	}
+	if r := e.ctl(nil, "whoami"); !strings.Contains(r.stdout, ctl+" sha256 "+sha256File(t, ctl)) {
+		t.Errorf("whoami does not show the path and hash:\n%s", r.stdout)
+	}
+	other := filepath.Join(e.dir, "exlessctl-copy")
+	data, err := os.ReadFile(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(other, "token", "--scope", "user")
+	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	err = cmd.Run()
+	testrun.Save(t, "exlessctl-stderr", errb.String())
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("the same bytes at another path: %v (%s), want exit 3", err, errb.String())
 	}
 }

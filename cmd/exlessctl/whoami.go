@@ -88,6 +88,9 @@ func renderWhoAmI(t *table, o object) {
 			exe += " sha256 " + plain("", sum)
 		}
 		t.add("exe", exe)
+	case sum != nil && sum != "":
+		// The daemon reads the path only for policies with exe_paths.
+		t.add("exe", "sha256 "+plain("", sum)+" (path not read: no rule uses exe_paths)")
 	case unknown != nil && unknown != "":
 		t.add("exe", plain("", unknown))
 	}

@@ -106,11 +106,12 @@ type Identity struct {
 	UserUnit       bool
 	UserManagerUID uint32
 
-	// ExePath is /proc/<pid>/exe's target. ExeSHA256 is the hex sha256 of
-	// the file that link opens, set only when ExeErr is empty. ExeErr says
-	// why the executable cannot vouch for the peer (unreadable without
-	// CAP_SYS_PTRACE, deleted or replaced, too large, moved while read).
-	// All three are empty when Attest was not asked for the executable.
+	// ExePath is /proc/<pid>/exe's target (read only for ExePathHash).
+	// ExeSHA256 is the hex sha256 of the file that link opens, set only
+	// when ExeErr is empty. ExeErr says why the executable cannot vouch
+	// for the peer (unreadable without CAP_SYS_PTRACE, deleted or
+	// replaced, too large, moved while read). All three are empty when
+	// Attest was not asked for the executable.
 	ExePath    string
 	ExeSHA256  string
 	ExeErr     string
@@ -123,18 +124,34 @@ func (id *Identity) ExeKnown() bool {
 	return id.ExeSHA256 != "" && id.ExeErr == "" && !id.ExeDeleted
 }
 
+// Exe says how much of a peer's executable Attest reads.
+type Exe uint8
+
+const (
+	// ExeNone reads nothing of the executable.
+	ExeNone Exe = iota
+	// ExeHash hashes the running file (cached by inode and change time)
+	// but does not read its path: two fewer procfs reads per connection,
+	// for policies whose rules name hashes only.
+	ExeHash
+	// ExePathHash also reads the path, before and after the hash, so that
+	// a path rule never matches a name the file was moved to or from
+	// meanwhile.
+	ExePathHash
+)
+
 // Attest identifies the peer of c. It reads SO_PEERCRED, SO_PEERGROUPS and
-// SO_PEERPIDFD, pins the process, reads its start time, its cgroup and,
-// when wantExe, its executable, then checks the pin again. It returns
+// SO_PEERPIDFD, pins the process, reads its start time, its cgroup and
+// as much of its executable as exe says, then checks the pin again. It returns
 // ErrPeerGone (wrapped) when the process exited or its pid was reused
 // meanwhile, and an error when the credentials cannot be read; in both
 // cases the connection must be closed unserved. An executable that cannot
 // be read is not an error: it is reported in Identity.ExeErr.
 //
-// With wantExe, Attest may hash a file of up to MaxExeSize bytes (once per
+// With ExeHash or ExePathHash, Attest may hash a file of up to MaxExeSize bytes (once per
 // file, then cached); callers should not run it where a slow peer would
 // hold up others, such as a listener's accept loop.
-func (a *Attestor) Attest(c net.Conn, wantExe bool) (*Identity, error) {
+func (a *Attestor) Attest(c net.Conn, exe Exe) (*Identity, error) {
 	if err := a.procCheck(); err != nil {
 		return nil, err
 	}
@@ -194,8 +211,8 @@ func (a *Attestor) Attest(c net.Conn, wantExe bool) (*Identity, error) {
 	}
 	id.Cgroup, id.Unit, id.UserUnit, id.UserManagerUID = cg.Path, cg.Unit, cg.UserUnit, cg.UserManagerUID
 
-	if wantExe {
-		a.readExe(p, id)
+	if exe != ExeNone {
+		a.readExe(p, id, exe == ExePathHash)
 	}
 
 	if testHookBeforeVerify != nil {

@@ -22,7 +22,7 @@ func TestAttestOtherUser(t *testing.T) {
 		p := startPeer(t, sock, peerSpec{cred: otherIDs})
 		c := p.connect(ln)
 
-		id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, true)
+		id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, ExePathHash)
 		if err != nil {
 			t.Fatalf("Attest: %v", err)
 		}
@@ -53,7 +53,7 @@ func TestAttestWithoutExe(t *testing.T) {
 	ln, sock := listen(t)
 	go net.Dial("unix", sock)
 	c := accept(t, ln)
-	id, err := NewAttestor(Options{}).Attest(c, false)
+	id, err := NewAttestor(Options{}).Attest(c, ExeNone)
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
 	}
@@ -81,7 +81,7 @@ func TestAttestRefusesNonUnix(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := NewAttestor(Options{}).Attest(c, false); err != ErrUnsupportedConn {
+	if _, err := NewAttestor(Options{}).Attest(c, ExeNone); err != ErrUnsupportedConn {
 		t.Errorf("Attest(tcp) error = %v, want ErrUnsupportedConn", err)
 	}
 }
@@ -108,7 +108,7 @@ func TestAttestPeerGone(t *testing.T) {
 					p.waitExited()
 				}
 				c := accept(t, ln)
-				id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, true)
+				id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, ExePathHash)
 				if !errors.Is(err, ErrPeerGone) {
 					t.Fatalf("Attest = %+v, %v; want ErrPeerGone", id, err)
 				}
@@ -132,7 +132,7 @@ func TestAttestPidReused(t *testing.T) {
 			p.exit()
 			startPeerWithPid(t, sock, peerSpec{cred: otherIDs}, p.pid())
 			c := accept(t, ln)
-			id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, false)
+			id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, ExeNone)
 			if !errors.Is(err, ErrPeerGone) {
 				t.Fatalf("Attest = %+v, %v; want ErrPeerGone", id, err)
 			}
@@ -145,7 +145,7 @@ func TestAttestPidReused(t *testing.T) {
 			p.exit()
 			startPeerWithPid(t, sock, peerSpec{cred: otherIDs}, p.pid())
 			c := accept(t, ln)
-			id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, false)
+			id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, ExeNone)
 			if noPidfd && kernelAtLeast(6, 5) {
 				// The documented limit of the fallback: a successor
 				// that was already there when /proc/<pid> was opened,
@@ -169,7 +169,7 @@ func TestAttestPidReused(t *testing.T) {
 				startPeerWithPid(t, sock, peerSpec{cred: otherIDs}, p.pid())
 			}
 			defer func() { testHookBeforeVerify = nil }()
-			id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, true)
+			id, err := NewAttestor(Options{NoPidfd: noPidfd}).Attest(c, ExePathHash)
 			if !errors.Is(err, ErrPeerGone) {
 				t.Fatalf("Attest = %+v, %v; want ErrPeerGone", id, err)
 			}
@@ -180,23 +180,38 @@ func TestAttestPidReused(t *testing.T) {
 func TestAttestExeDistinguishesBinaries(t *testing.T) {
 	requireRoot(t)
 	a, b := helperBinaries(t)
-	at := NewAttestor(Options{})
 	ln, sock := listen(t)
-	got := map[string]string{}
-	for _, bin := range []string{a, b} {
-		p := startPeer(t, sock, peerSpec{bin: bin, cred: otherIDs})
-		id, err := at.Attest(p.connect(ln), true)
-		if err != nil {
-			t.Fatalf("Attest(%s): %v", bin, err)
-		}
-		if id.ExePath != bin || id.ExeSHA256 != fileSHA256(t, bin) || !id.ExeKnown() {
-			t.Errorf("%s: exe = %q %q (err %q), want its own path and sha256", bin, id.ExePath, id.ExeSHA256, id.ExeErr)
-		}
-		got[bin] = id.ExeSHA256
+	for _, mode := range exeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			at := NewAttestor(Options{})
+			got := map[string]string{}
+			for _, bin := range []string{a, b} {
+				p := startPeer(t, sock, peerSpec{bin: bin, cred: otherIDs})
+				id, err := at.Attest(p.connect(ln), mode.exe)
+				if err != nil {
+					t.Fatalf("Attest(%s): %v", bin, err)
+				}
+				if id.ExePath != mode.path(bin) || id.ExeSHA256 != fileSHA256(t, bin) || !id.ExeKnown() {
+					t.Errorf("%s: exe = %q %q (err %q), want path %q and its sha256", bin, id.ExePath, id.ExeSHA256, id.ExeErr, mode.path(bin))
+				}
+				got[bin] = id.ExeSHA256
+			}
+			if got[a] == got[b] {
+				t.Errorf("two different binaries hash alike: %s", got[a])
+			}
+		})
 	}
-	if got[a] == got[b] {
-		t.Errorf("two different binaries hash alike: %s", got[a])
-	}
+}
+
+// exeModes are the ways Attest reads an executable. Without the path, the
+// running file is vouched for by its inode (link count) alone.
+var exeModes = []struct {
+	name string
+	exe  Exe
+	path func(string) string // the ExePath expected for a file at p
+}{
+	{"path+hash", ExePathHash, func(p string) string { return p }},
+	{"hash", ExeHash, func(string) string { return "" }},
 }
 
 func TestAttestExeCache(t *testing.T) {
@@ -208,7 +223,7 @@ func TestAttestExeCache(t *testing.T) {
 	want := fileSHA256(t, a)
 	for i := range 3 {
 		p := startPeer(t, sock, peerSpec{cred: otherIDs})
-		id, err := at.Attest(p.connect(ln), true)
+		id, err := at.Attest(p.connect(ln), ExePathHash)
 		if err != nil || id.ExeSHA256 != want {
 			t.Fatalf("Attest %d = %q, %v; want %s", i, id.ExeSHA256, err, want)
 		}
@@ -230,7 +245,7 @@ func TestAttestExeCache(t *testing.T) {
 	errs := make([]error, n)
 	for i, c := range conns {
 		wg.Go(func() {
-			id, err := at.Attest(c, true)
+			id, err := at.Attest(c, ExePathHash)
 			if err == nil && id.ExeSHA256 != want {
 				err = errors.New("wrong hash " + id.ExeSHA256 + " " + id.ExeErr)
 			}
@@ -261,7 +276,7 @@ func TestAttestExeRecentFileNotCached(t *testing.T) {
 	at := NewAttestor(Options{})
 	for range 2 {
 		p := startPeer(t, sock, peerSpec{bin: bin})
-		id, err := at.Attest(p.connect(ln), true)
+		id, err := at.Attest(p.connect(ln), ExePathHash)
 		if err != nil || id.ExeSHA256 != fileSHA256(t, bin) {
 			t.Fatalf("Attest = %+v, %v", id, err)
 		}
@@ -278,30 +293,34 @@ func TestAttestExeRecentFileNotCached(t *testing.T) {
 func TestAttestExeReplaced(t *testing.T) {
 	requireRoot(t)
 	a, b := helperBinaries(t)
-	bin := publicTempDir(t) + "/tool"
-	if err := copyFile(bin, a, nil); err != nil {
-		t.Fatal(err)
-	}
-	ln, sock := listen(t)
-	at := NewAttestor(Options{})
-	oldPeer := startPeer(t, sock, peerSpec{bin: bin})
-	oldConn := oldPeer.connect(ln)
-	if err := copyFile(bin, b, nil); err != nil { // rename over
-		t.Fatal(err)
-	}
-	newPeer := startPeer(t, sock, peerSpec{bin: bin})
-	newConn := newPeer.connect(ln)
+	for _, mode := range exeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			bin := publicTempDir(t) + "/tool"
+			if err := copyFile(bin, a, nil); err != nil {
+				t.Fatal(err)
+			}
+			ln, sock := listen(t)
+			at := NewAttestor(Options{})
+			oldPeer := startPeer(t, sock, peerSpec{bin: bin})
+			oldConn := oldPeer.connect(ln)
+			if err := copyFile(bin, b, nil); err != nil { // rename over
+				t.Fatal(err)
+			}
+			newPeer := startPeer(t, sock, peerSpec{bin: bin})
+			newConn := newPeer.connect(ln)
 
-	id, err := at.Attest(newConn, true)
-	if err != nil || id.ExeSHA256 != fileSHA256(t, b) || id.ExePath != bin {
-		t.Errorf("new process: %q %q (err %q, %v), want %s %s", id.ExePath, id.ExeSHA256, id.ExeErr, err, bin, fileSHA256(t, b))
-	}
-	id, err = at.Attest(oldConn, true)
-	if err != nil {
-		t.Fatalf("old process: %v", err)
-	}
-	if !id.ExeDeleted || id.ExeErr == "" || id.ExeSHA256 != "" || id.ExeKnown() {
-		t.Errorf("old process: deleted %v err %q sha %q, want deleted, an error and no hash", id.ExeDeleted, id.ExeErr, id.ExeSHA256)
+			id, err := at.Attest(newConn, mode.exe)
+			if err != nil || id.ExeSHA256 != fileSHA256(t, b) || id.ExePath != mode.path(bin) {
+				t.Errorf("new process: %q %q (err %q, %v), want %q %s", id.ExePath, id.ExeSHA256, id.ExeErr, err, mode.path(bin), fileSHA256(t, b))
+			}
+			id, err = at.Attest(oldConn, mode.exe)
+			if err != nil {
+				t.Fatalf("old process: %v", err)
+			}
+			if !id.ExeDeleted || id.ExeErr == "" || id.ExeSHA256 != "" || id.ExeKnown() {
+				t.Errorf("old process: deleted %v err %q sha %q, want deleted, an error and no hash", id.ExeDeleted, id.ExeErr, id.ExeSHA256)
+			}
+		})
 	}
 }
 
@@ -332,7 +351,7 @@ func TestAttestExeHashesRunningFileNotPath(t *testing.T) {
 	if err := copyFile(dir+"/d1/tool", b, nil); err != nil {
 		t.Fatal(err)
 	}
-	id, err := NewAttestor(Options{}).Attest(c, true)
+	id, err := NewAttestor(Options{}).Attest(c, ExePathHash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +374,7 @@ func TestAttestExeHashesRunningFileNotPath(t *testing.T) {
 		}
 	}
 	defer func() { testHookExeReadlinked = nil }()
-	id, err = NewAttestor(Options{}).Attest(c, true)
+	id, err = NewAttestor(Options{}).Attest(c, ExePathHash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,22 +386,26 @@ func TestAttestExeHashesRunningFileNotPath(t *testing.T) {
 func TestAttestExeDeleted(t *testing.T) {
 	requireRoot(t)
 	a, _ := helperBinaries(t)
-	bin := publicTempDir(t) + "/gone"
-	if err := copyFile(bin, a, nil); err != nil {
-		t.Fatal(err)
-	}
-	ln, sock := listen(t)
-	p := startPeer(t, sock, peerSpec{bin: bin, cred: otherIDs})
-	c := p.connect(ln)
-	if err := os.Remove(bin); err != nil {
-		t.Fatal(err)
-	}
-	id, err := NewAttestor(Options{}).Attest(c, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !id.ExeDeleted || id.ExeErr == "" || id.ExeSHA256 != "" || id.ExeKnown() || id.ExePath != bin+" (deleted)" {
-		t.Errorf("deleted exe: path %q deleted %v err %q sha %q", id.ExePath, id.ExeDeleted, id.ExeErr, id.ExeSHA256)
+	for _, mode := range exeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			bin := publicTempDir(t) + "/gone"
+			if err := copyFile(bin, a, nil); err != nil {
+				t.Fatal(err)
+			}
+			ln, sock := listen(t)
+			p := startPeer(t, sock, peerSpec{bin: bin, cred: otherIDs})
+			c := p.connect(ln)
+			if err := os.Remove(bin); err != nil {
+				t.Fatal(err)
+			}
+			id, err := NewAttestor(Options{}).Attest(c, mode.exe)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := mode.path(bin + " (deleted)"); !id.ExeDeleted || id.ExeErr == "" || id.ExeSHA256 != "" || id.ExeKnown() || id.ExePath != want {
+				t.Errorf("deleted exe: path %q (want %q) deleted %v err %q sha %q", id.ExePath, want, id.ExeDeleted, id.ExeErr, id.ExeSHA256)
+			}
+		})
 	}
 }
 
@@ -391,7 +414,7 @@ func TestAttestExeSizeLimit(t *testing.T) {
 	ln, sock := listen(t)
 	p := startPeer(t, sock, peerSpec{cred: otherIDs})
 	at := NewAttestor(Options{MaxExeSize: 1 << 20})
-	id, err := at.Attest(p.connect(ln), true)
+	id, err := at.Attest(p.connect(ln), ExePathHash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +455,7 @@ func TestAttestExeUnreadableWithoutPtrace(t *testing.T) {
 			done <- result{err: err}
 			return
 		}
-		id, err := NewAttestor(Options{}).Attest(c, true)
+		id, err := NewAttestor(Options{}).Attest(c, ExePathHash)
 		done <- result{id, err}
 	}()
 	r := <-done
@@ -485,7 +508,7 @@ func TestAttestClosesFDs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := at.Attest(c, true); err != nil {
+		if _, err := at.Attest(c, ExePathHash); err != nil {
 			t.Fatal(err)
 		}
 	}

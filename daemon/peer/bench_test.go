@@ -27,10 +27,10 @@ func BenchmarkAttest(b *testing.B) {
 			cc.Close()
 		}
 	}
-	attest := func(a *Attestor, wantExe bool) func(*net.UnixConn) error {
+	attest := func(a *Attestor, exe Exe) func(*net.UnixConn) error {
 		return func(c *net.UnixConn) error {
-			id, err := a.Attest(c, wantExe)
-			if err == nil && wantExe && !id.ExeKnown() {
+			id, err := a.Attest(c, exe)
+			if err == nil && exe != ExeNone && !id.ExeKnown() {
 				b.Fatalf("exe not known: %s", id.ExeErr)
 			}
 			return err
@@ -46,17 +46,18 @@ func BenchmarkAttest(b *testing.B) {
 	b.Run("fromconn", func(b *testing.B) {
 		run(b, func(c *net.UnixConn) error { _, err := FromConn(c); return err })
 	})
-	b.Run("pidfd", func(b *testing.B) { run(b, attest(NewAttestor(Options{}), false)) })
-	b.Run("proc", func(b *testing.B) { run(b, attest(NewAttestor(Options{NoPidfd: true}), false)) })
+	b.Run("pidfd", func(b *testing.B) { run(b, attest(NewAttestor(Options{}), ExeNone)) })
+	b.Run("proc", func(b *testing.B) { run(b, attest(NewAttestor(Options{NoPidfd: true}), ExeNone)) })
 	b.Run("pidfd+exe-cached", func(b *testing.B) {
 		a := cached(Options{})
-		run(b, attest(a, true))
+		run(b, attest(a, ExePathHash))
 		if a.HashCount() != 1 {
 			b.Errorf("HashCount = %d, want 1", a.HashCount())
 		}
 	})
-	b.Run("proc+exe-cached", func(b *testing.B) { run(b, attest(cached(Options{NoPidfd: true}), true)) })
+	b.Run("pidfd+hash-cached", func(b *testing.B) { run(b, attest(cached(Options{}), ExeHash)) })
+	b.Run("proc+exe-cached", func(b *testing.B) { run(b, attest(cached(Options{NoPidfd: true}), ExePathHash)) })
 	b.Run("pidfd+exe-uncached", func(b *testing.B) {
-		run(b, func(c *net.UnixConn) error { return attest(cached(Options{}), true)(c) })
+		run(b, func(c *net.UnixConn) error { return attest(cached(Options{}), ExePathHash)(c) })
 	})
 }

@@ -15,8 +15,9 @@
 //
 // Attestor.Attest adds what /proc says about that process: its start time,
 // its systemd unit (from /proc/<pid>/cgroup; see ParseCgroup for the exact
-// string policy globs match) and, when asked, its executable: the target of
-// /proc/<pid>/exe and the sha256 of the file opened through that link.
+// string policy globs match) and, when asked, its executable: the sha256 of
+// the file opened through /proc/<pid>/exe and, for path rules, that link's
+// target (ExeHash and ExePathHash).
 //
 // A pid is a weak name: the peer can exit and another process take its pid
 // while /proc is being read. So Attest pins the process first, with a pidfd
@@ -49,8 +50,9 @@
 // What narrows this: the executable is hashed through /proc/<pid>/exe, so
 // the hash is of the file the process runs, not of whatever is at its path
 // now; a binary deleted or replaced since the process started never
-// matches (ExeDeleted); the link is read again after hashing, so a name
-// moved meanwhile does not match; and the pin is checked after hashing, so
+// matches (ExeDeleted, from the link count, and for path rules from the
+// link's "(deleted)" mark too); for path rules the link is read again after
+// hashing, so a name moved meanwhile does not match; and the pin is checked after hashing, so
 // the allowed program must really be running, as the connecting process,
 // until then. Hashes are cached by (device, inode, size, mtime, ctime) and
 // only for files unchanged for a few seconds, since file times come from a

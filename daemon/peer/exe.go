@@ -63,25 +63,28 @@ func (a *Attestor) LimitHashing(n int, wait time.Duration) {
 // MaxHashesInFlight reports the most executables a has hashed at once.
 func (a *Attestor) MaxHashesInFlight() int { return int(a.hashes.maxInFlight.Load()) }
 
-// readExe fills in the executable fields of id. Nothing here fails the
-// attestation: an executable that cannot vouch for the peer gets ExeErr,
-// and exe rules then do not match.
-func (a *Attestor) readExe(p *pin, id *Identity) {
-	path, err := readlinkAt(p.at("exe"))
-	if err != nil {
-		id.ExeErr = exeErrText(p.pid, err)
-		return
-	}
-	id.ExePath = path
-	// The kernel marks a file that was unlinked (deleted, or replaced by
-	// a rename over its path) since it was executed.
-	if strings.HasSuffix(path, " (deleted)") {
-		id.ExeDeleted = true
-		id.ExeErr = "executable was deleted or replaced since the process started"
-		return
-	}
-	if testHookExeReadlinked != nil {
-		testHookExeReadlinked(path)
+// readExe fills in the executable fields of id, with its path when
+// withPath. Nothing here fails the attestation: an executable that cannot
+// vouch for the peer gets ExeErr, and exe rules then do not match.
+func (a *Attestor) readExe(p *pin, id *Identity, withPath bool) {
+	var path string
+	if withPath {
+		var err error
+		if path, err = readlinkAt(p.at("exe")); err != nil {
+			id.ExeErr = exeErrText(p.pid, err)
+			return
+		}
+		id.ExePath = path
+		// The kernel marks a file that was unlinked (deleted, or replaced
+		// by a rename over its path) since it was executed.
+		if strings.HasSuffix(path, " (deleted)") {
+			id.ExeDeleted = true
+			id.ExeErr = "executable was deleted or replaced since the process started"
+			return
+		}
+		if testHookExeReadlinked != nil {
+			testHookExeReadlinked(path)
+		}
 	}
 	// The file the process runs, reached through the magic link, not
 	// whatever is at the path now. A stat through the link names it as
@@ -98,6 +101,8 @@ func (a *Attestor) readExe(p *pin, id *Identity) {
 		id.ExeErr = "executable is not a regular file"
 		return
 	case st.Nlink == 0:
+		// Unlinked since it was executed: the hash-only check of what
+		// the path's " (deleted)" mark says.
 		id.ExeDeleted = true
 		id.ExeErr = "executable was deleted or replaced since the process started"
 		return
@@ -112,6 +117,10 @@ func (a *Attestor) readExe(p *pin, id *Identity) {
 			id.ExeErr = errText
 			return
 		}
+	}
+	if !withPath {
+		id.ExeSHA256 = sum
+		return
 	}
 	// The name must still lead to the file that was hashed: a path rule
 	// must not match a name that was moved or replaced meanwhile.

@@ -82,7 +82,7 @@ func TestAttestFakeProc(t *testing.T) {
 	pinModes(t, func(t *testing.T, noPidfd bool) {
 		t.Run("reads the files", func(t *testing.T) {
 			p, root, _ := setup(t)
-			id, err := NewAttestor(Options{NoPidfd: noPidfd, ProcRoot: root}).Attest(p.connect(ln), false)
+			id, err := NewAttestor(Options{NoPidfd: noPidfd, ProcRoot: root}).Attest(p.connect(ln), ExeNone)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func TestAttestFakeProc(t *testing.T) {
 			data := ownCgroupWithPath(t, "/user.slice/x")
 			data = strings.Replace(data, "/user.slice/x\n", "/user.slice/x\n"+forged+"\n", 1)
 			writeFile(t, filepath.Join(dir, "cgroup"), data)
-			id, err := NewAttestor(Options{NoPidfd: noPidfd, ProcRoot: root}).Attest(p.connect(ln), false)
+			id, err := NewAttestor(Options{NoPidfd: noPidfd, ProcRoot: root}).Attest(p.connect(ln), ExeNone)
 			if err == nil || errors.Is(err, ErrPeerGone) {
 				t.Errorf("Attest with forged cgroup lines = %+v, %v; want a refusal", id, err)
 			}
@@ -109,7 +109,7 @@ func TestAttestFakeProc(t *testing.T) {
 		t.Run("stat names another pid", func(t *testing.T) {
 			p, root, dir := setup(t)
 			writeFile(t, filepath.Join(dir, "stat"), fakeStat(p.pid()+1, 'S', 1000))
-			if id, err := NewAttestor(Options{NoPidfd: noPidfd, ProcRoot: root}).Attest(p.connect(ln), false); err == nil {
+			if id, err := NewAttestor(Options{NoPidfd: noPidfd, ProcRoot: root}).Attest(p.connect(ln), ExeNone); err == nil {
 				t.Errorf("Attest = %+v, want an error", id)
 			}
 		})
@@ -122,7 +122,7 @@ func TestAttestFakeProc(t *testing.T) {
 		p, root, dir := setup(t)
 		testHookBeforeVerify = func() { writeFile(t, filepath.Join(dir, "stat"), fakeStat(p.pid(), 'S', 2000)) }
 		defer func() { testHookBeforeVerify = nil }()
-		id, err := NewAttestor(Options{NoPidfd: true, ProcRoot: root}).Attest(p.connect(ln), false)
+		id, err := NewAttestor(Options{NoPidfd: true, ProcRoot: root}).Attest(p.connect(ln), ExeNone)
 		if !errors.Is(err, ErrPeerGone) {
 			t.Errorf("Attest = %+v, %v; want ErrPeerGone", id, err)
 		}
@@ -131,7 +131,7 @@ func TestAttestFakeProc(t *testing.T) {
 		p, root, dir := setup(t)
 		testHookBeforeVerify = func() { writeFile(t, filepath.Join(dir, "status"), fakeStatus(4242, os.Getegid())) }
 		defer func() { testHookBeforeVerify = nil }()
-		id, err := NewAttestor(Options{NoPidfd: true, ProcRoot: root}).Attest(p.connect(ln), false)
+		id, err := NewAttestor(Options{NoPidfd: true, ProcRoot: root}).Attest(p.connect(ln), ExeNone)
 		if !errors.Is(err, ErrPeerGone) {
 			t.Errorf("Attest = %+v, %v; want ErrPeerGone", id, err)
 		}
@@ -139,7 +139,7 @@ func TestAttestFakeProc(t *testing.T) {
 	t.Run("proc/zombie", func(t *testing.T) {
 		p, root, dir := setup(t)
 		writeFile(t, filepath.Join(dir, "stat"), fakeStat(p.pid(), 'Z', 1000))
-		id, err := NewAttestor(Options{NoPidfd: true, ProcRoot: root}).Attest(p.connect(ln), false)
+		id, err := NewAttestor(Options{NoPidfd: true, ProcRoot: root}).Attest(p.connect(ln), ExeNone)
 		if !errors.Is(err, ErrPeerGone) {
 			t.Errorf("Attest = %+v, %v; want ErrPeerGone", id, err)
 		}
@@ -150,7 +150,7 @@ func TestAttestFakeProc(t *testing.T) {
 		if err := os.Symlink("1", filepath.Join(root, "self")); err != nil {
 			t.Fatal(err)
 		}
-		_, err := NewAttestor(Options{ProcRoot: root}).Attest(p.connect(ln), false)
+		_, err := NewAttestor(Options{ProcRoot: root}).Attest(p.connect(ln), ExeNone)
 		if err == nil || !strings.Contains(err.Error(), "pid namespace") {
 			t.Errorf("Attest = %v, want a pid namespace error", err)
 		}

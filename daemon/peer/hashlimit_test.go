@@ -78,7 +78,7 @@ func TestAttestExeHashConcurrencyCap(t *testing.T) {
 	errs := make([]error, peers)
 	var wg sync.WaitGroup
 	for i, c := range conns {
-		wg.Go(func() { ids[i], errs[i] = at.Attest(c, true) })
+		wg.Go(func() { ids[i], errs[i] = at.Attest(c, ExePathHash) })
 	}
 	wg.Wait()
 	for i, id := range ids {
@@ -116,11 +116,11 @@ func TestAttestExeHashWaitIsBounded(t *testing.T) {
 	conns := connectAll(t, bins)
 	first := make(chan *Identity, 1)
 	go func() {
-		id, _ := at.Attest(conns[0], true)
+		id, _ := at.Attest(conns[0], ExePathHash)
 		first <- id
 	}()
 	<-entered // the only turn is taken
-	id, err := at.Attest(conns[1], true)
+	id, err := at.Attest(conns[1], ExePathHash)
 	close(release)
 	if err != nil {
 		t.Fatalf("Attest: %v", err)
@@ -142,7 +142,7 @@ func TestAttestExeSizeLimitSparse(t *testing.T) {
 	}
 	conns := connectAll(t, []string{bin})
 	at := NewAttestor(Options{})
-	id, err := at.Attest(conns[0], true)
+	id, err := at.Attest(conns[0], ExePathHash)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,7 @@ func TestAttestUnit(t *testing.T) {
 		ln, sock := listen(t)
 		p := startPeer(t, sock, peerSpec{cred: otherIDs, cgroupFD: f})
 		c := p.connect(ln)
-		id, err := NewAttestor(Options{}).Attest(c, false)
+		id, err := NewAttestor(Options{}).Attest(c, ExeNone)
 		if err != nil {
 			t.Fatalf("Attest: %v", err)
 		}
@@ -145,7 +145,7 @@ func TestAttestUnit(t *testing.T) {
 		err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.pid())), 0)
 		requireAbility(t, "move a process into a name=systemd cgroup", err)
 		c := p.connect(ln)
-		id, err := NewAttestor(Options{}).Attest(c, false)
+		id, err := NewAttestor(Options{}).Attest(c, ExeNone)
 		if err != nil {
 			t.Fatalf("Attest: %v", err)
 		}

@@ -324,9 +324,10 @@ type compiledRule struct {
 
 // Policy is a compiled, immutable rule set. It is safe for concurrent use.
 type Policy struct {
-	rules     []compiledRule
-	wantsExe  bool
-	wantsName bool
+	rules        []compiledRule
+	wantsExe     bool
+	wantsExePath bool
+	wantsName    bool
 }
 
 // Compile validates rules and resolves their names. A name that does not
@@ -395,6 +396,9 @@ func Compile(rules []Rule, res Resolver) (*Policy, []string, error) {
 		if len(r.ExePaths)+len(r.ExeSHA256) > 0 {
 			p.wantsExe = true
 		}
+		if len(r.ExePaths) > 0 {
+			p.wantsExePath = true
+		}
 		p.rules = append(p.rules, cr)
 	}
 	return p, warnings, nil
@@ -411,6 +415,11 @@ func resolve(s string, lookup func(string) (uint32, error)) (uint32, error) {
 // WantsExe reports whether any rule needs the peer's executable, which costs
 // reading /proc/<pid>/exe (and a hash on first sight of a binary).
 func (p *Policy) WantsExe() bool { return p.wantsExe }
+
+// WantsExePath reports whether any rule matches executables by path, which
+// costs reading the path before and after the hash; rules that name only
+// hashes do without it.
+func (p *Policy) WantsExePath() bool { return p.wantsExePath }
 
 // WantsProjectNames reports whether any rule names projects as
 // "organization/name", so requests need the project's name to be decided.

@@ -151,8 +151,15 @@ func TestGrantsAndWants(t *testing.T) {
 		t.Errorf("ProjectNames = %q", n)
 	}
 	plain, _, _ := Compile([]Rule{{Name: "r", Users: []string{"0"}, Scopes: []string{"user"}}}, res)
-	if plain.WantsExe() || plain.WantsProjectNames() {
+	if plain.WantsExe() || plain.WantsExePath() || plain.WantsProjectNames() {
 		t.Error("a plain policy wants exe or names")
+	}
+	if !p.WantsExePath() {
+		t.Error("a policy with exe_paths does not want the path")
+	}
+	hashOnly, _, _ := Compile([]Rule{{Name: "r", Users: []string{"0"}, ExeSHA256: []string{strings.Repeat("a", 64)}, Scopes: []string{"user"}}}, res)
+	if !hashOnly.WantsExe() || hashOnly.WantsExePath() {
+		t.Errorf("hash-only policy: WantsExe %v WantsExePath %v, want true false", hashOnly.WantsExe(), hashOnly.WantsExePath())
 	}
 }
 
