@@ -356,7 +356,7 @@ func (h *harness) startDaemons(ctx context.Context) error {
 	switch {
 	case strings.EqualFold(who.ExeSHA256, sum):
 		h.report.Meta.ExeHashed = true
-		h.report.Meta.ExeAttestation = "hashed: exlessd read and hashed the peer's executable (" + who.ExePath + ")"
+		h.report.Meta.ExeAttestation = "hashed: exlessd hashed the peer's executable (sha256 " + who.ExeSHA256[:12] + "…; a hash-only policy does not read its path)"
 	default:
 		why := who.ExeUnknown
 		if why == "" && who.ExeSHA256 != "" {
