@@ -96,6 +96,8 @@ type Identity struct {
 
 	// StartTime is when the process started, in clock ticks after boot
 	// (field 22 of /proc/<pid>/stat); with the pid it names one process.
+	// It is read only to pin a process that has no pidfd (PinProc), and is
+	// 0 with PinPidfd.
 	StartTime uint64
 
 	// Cgroup is the cgroup path systemd tracks the process by, Unit its
@@ -181,21 +183,27 @@ func (a *Attestor) Attest(c net.Conn, exe Exe) (*Identity, error) {
 		id.PinMethod = PinPidfd
 	}
 
-	// The start time comes first: the final check compares against it.
 	if err := p.open(); err != nil {
 		return nil, err
 	}
-	st, err := p.stat()
-	if err != nil {
-		return nil, err
+	// Without a pidfd, the start time comes first: the final check
+	// compares against it. A pidfd pins the process by itself (see
+	// verify), so its stat file is not read at all: three syscalls of
+	// every connection's dozen.
+	var st procStat
+	if p.pidfd < 0 {
+		var err error
+		if st, err = p.stat(); err != nil {
+			return nil, err
+		}
+		if st.pid != cred.PID {
+			return nil, fmt.Errorf("/proc/%d/stat names pid %d", cred.PID, st.pid)
+		}
+		if st.exited() {
+			return nil, fmt.Errorf("%w: pid %d is a zombie", ErrPeerGone, cred.PID)
+		}
+		id.StartTime = st.startTime
 	}
-	if st.pid != cred.PID {
-		return nil, fmt.Errorf("/proc/%d/stat names pid %d", cred.PID, st.pid)
-	}
-	if p.pidfd < 0 && st.exited() {
-		return nil, fmt.Errorf("%w: pid %d is a zombie", ErrPeerGone, cred.PID)
-	}
-	id.StartTime = st.startTime
 
 	data, err := p.read("cgroup")
 	if err != nil {

@@ -13,8 +13,9 @@
 //
 // # Attestation
 //
-// Attestor.Attest adds what /proc says about that process: its start time,
-// its systemd unit (from /proc/<pid>/cgroup; see ParseCgroup for the exact
+// Attestor.Attest adds what /proc says about that process: its start time
+// (only without a pidfd, which needs no start time to pin it), its systemd
+// unit (from /proc/<pid>/cgroup; see ParseCgroup for the exact
 // string policy globs match) and, when asked, its executable: the sha256 of
 // the file opened through /proc/<pid>/exe and, for path rules, that link's
 // target (ExeHash and ExePathHash).
