@@ -139,23 +139,8 @@ rule "pinned" {
 	}
 	// Same code, another file with different bytes: a copy with a byte
 	// appended (ELF ignores trailing data) is another binary to the policy.
-	other := filepath.Join(e.dir, "exlessctl-copy")
-	data, err := os.ReadFile(filepath.Join(bin, "exlessctl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(other, append(data, 0), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(other, "token", "--scope", "user")
-	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket}
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	err = cmd.Run()
-	testrun.Save(t, "exlessctl-stderr", errb.String())
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Errorf("another binary of the same uid: %v (%s), want exit 3", err, errb.String())
+	if code, stderr := e.ctlCopy([]byte{0}, "token", "--scope", "user"); code != 3 {
+		t.Errorf("another binary of the same uid: exit %d (%s), want 3", code, stderr)
 	}
 	if r := e.ctl(nil, "whoami"); !strings.Contains(r.stdout, "sha256 "+sum+" (path not read") {
 		t.Errorf("whoami does not show the binary's hash alone:\n%s", r.stdout)
@@ -165,8 +150,7 @@ rule "pinned" {
 // An exe_paths rule matches the binary at that path, not the same bytes
 // elsewhere; the daemon then reads the path as well as the hash.
 func TestExePathRule(t *testing.T) {
-	bin := binaries(t)
-	ctl := filepath.Join(bin, "exlessctl")
+	ctl := filepath.Join(binaries(t), "exlessctl")
 	e := startDaemon(t, "", func(exceptionlesstest.Account) string {
 		return fmt.Sprintf(`
 rule "path" {
@@ -181,22 +165,32 @@ rule "path" {
 	if r := e.ctl(nil, "whoami"); !strings.Contains(r.stdout, ctl+" sha256 "+sha256File(t, ctl)) {
 		t.Errorf("whoami does not show the path and hash:\n%s", r.stdout)
 	}
-	other := filepath.Join(e.dir, "exlessctl-copy")
-	data, err := os.ReadFile(ctl)
+	if code, stderr := e.ctlCopy(nil, "token", "--scope", "user"); code != 3 {
+		t.Errorf("the same bytes at another path: exit %d (%s), want 3", code, stderr)
+	}
+}
+
+// ctlCopy runs a copy of exlessctl, with extra appended to its bytes, from
+// another path, and returns its exit status and stderr.
+func (e *daemonEnv) ctlCopy(extra []byte, args ...string) (int, string) {
+	e.t.Helper()
+	data, err := os.ReadFile(filepath.Join(binaries(e.t), "exlessctl"))
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	if err := os.WriteFile(other, data, 0o755); err != nil {
-		t.Fatal(err)
+	other := filepath.Join(e.dir, "exlessctl-copy")
+	if err := os.WriteFile(other, append(data, extra...), 0o755); err != nil {
+		e.t.Fatal(err)
 	}
-	cmd := exec.Command(other, "token", "--scope", "user")
+	cmd := exec.Command(other, args...)
 	cmd.Env = []string{"EXLESS_SOCKET=" + e.socket}
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	err = cmd.Run()
-	testrun.Save(t, "exlessctl-stderr", errb.String())
+	testrun.Save(e.t, "exlessctl-stderr", errb.String())
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Errorf("the same bytes at another path: %v (%s), want exit 3", err, errb.String())
+	if err != nil && !errors.As(err, &ee) {
+		e.t.Fatalf("run %s: %v", other, err)
 	}
+	return cmd.ProcessState.ExitCode(), errb.String()
 }
