@@ -149,3 +149,34 @@ func TestRateLimitPerUnit(t *testing.T) {
 		t.Errorf("the rate-limit warning does not name the flooding unit")
 	}
 }
+
+// A reply that cannot be written within write_timeout (here: the mint it
+// waits for is slower) loses its connection, and the cut is counted and
+// named. The token minted meanwhile is not lost: the next request gets it.
+func TestWriteTimeoutCutsTheConnection(t *testing.T) {
+	e := newEnvWith(t, rootRule(), daemon.Limits{RequestTimeout: 200 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+	project := e.ex.Account.Projects[0].ID
+	e.ex.SetLatency("POST", "/api/v2/projects/"+project+"/tokens", 1500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if resp, err := e.client.Token(ctx, daemon.ScopeClient, project); err == nil {
+		t.Fatalf("a reply past write_timeout reached the client (%s)", resp.Token)
+	}
+	e.ex.SetLatency("POST", "/api/v2/projects/"+project+"/tokens", 0)
+	st, err := e.client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CutOffs["write_timeout"] == 0 {
+		t.Errorf("status cut off by reason %v, want write_timeout counted", st.CutOffs)
+	}
+	if !strings.Contains(e.logs.String(), "limits.write_timeout") {
+		t.Error("the warning does not name limits.write_timeout")
+	}
+	if _, err := e.client.Token(ctx, daemon.ScopeClient, project); err != nil {
+		t.Fatalf("after the cut: %v", err)
+	}
+	if n := e.countCalls("POST", "/api/v2/projects/"+project+"/tokens"); n != 1 {
+		t.Errorf("%d mints, want 1: the token minted for the cut request is kept", n)
+	}
+}
