@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/testproc"
 )
 
 // A helper is this test binary run as a peer process: other tests need
@@ -106,33 +108,11 @@ type helperProc struct {
 // helperBin copies the test binary where any uid can run it.
 func helperBin(t *testing.T) string {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := publicDir(t)
-	bin := filepath.Join(dir, "peer")
-	data, err := os.ReadFile(exe)
-	if err == nil {
-		err = os.WriteFile(bin, data, 0o755)
-	}
+	bin, err := testproc.CopySelf(testproc.PublicDir(t), "peer", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return bin
-}
-
-func publicDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "exl-")
-	if err == nil {
-		err = os.Chmod(d, 0o755)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // openSocket lets other uids connect to the env's socket.
@@ -148,13 +128,7 @@ func (e *env) openSocket() {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test runs peers as other uids or in other cgroups and needs root; CI must run as root")
-	}
-	t.Skip("needs root to run peers as other uids or in other cgroups")
+	testproc.RequireRoot(t, "peers run as other uids or in other cgroups")
 }
 
 // startHelper runs bin in mode with n, under attr (nil: as this process).

@@ -24,6 +24,7 @@ import (
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/daemon/policy"
+	"github.com/exless/exless/internal/testproc"
 	"github.com/exless/exless/vaultstore"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
@@ -210,30 +211,15 @@ func TestPeerGetHelper(t *testing.T) {
 // copy of this test binary) and returns the status code it got.
 func asOtherUID(t *testing.T, socket, path string) int {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI must run as root to start a peer of another uid")
-		}
-		t.Skip("needs root to start a peer of another uid")
-	}
-	dir, err := os.MkdirTemp("", "exl-peer")
+	requireRoot(t)
+	dir := testproc.PublicDir(t)
+	bin, err := testproc.CopySelf(dir, "peer", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	bin := filepath.Join(dir, "peer")
-	src, err := os.ReadFile(os.Args[0])
-	if err != nil {
+	// The peer must reach the socket through its dir.
+	if err := os.Chmod(filepath.Dir(socket), 0o755); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The peer must reach the binary and the socket through their dirs.
-	for _, p := range []string{dir, filepath.Dir(socket)} {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if err := os.Chmod(socket, 0o777); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/internal/buildflags"
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testproc"
 	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore/vaulttest"
 )
@@ -73,13 +74,7 @@ func sharedDir(t *testing.T) string {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test runs peers as other uids and needs root; CI must run as root")
-	}
-	t.Skip("needs root to run peers as other uids (CI runs it)")
+	testproc.RequireRoot(t, "peers run as other uids")
 }
 
 // daemonEnv is a running exlessd binary with its Vault and Exceptionless.

@@ -28,6 +28,7 @@ import (
 	"github.com/exless/exless/daemon/exceptionless"
 	"github.com/exless/exless/daemon/exceptionless/exceptionlesstest"
 	"github.com/exless/exless/daemon/policy"
+	"github.com/exless/exless/internal/testproc"
 	"github.com/exless/exless/internal/testrun"
 	"github.com/exless/exless/vaultstore"
 	"github.com/exless/exless/vaultstore/vaulttest"
@@ -185,12 +186,7 @@ func soakDuration(t *testing.T) time.Duration {
 }
 
 func TestSoak(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the soak runs peers as other uids and needs root; CI must run as root")
-		}
-		t.Skip("needs root to run peers as other uids (CI runs it)")
-	}
+	testproc.RequireRoot(t, "the soak runs peers as other uids")
 	dur := soakDuration(t)
 	ctx := context.Background()
 	node := vaulttest.StartPersistent(t)

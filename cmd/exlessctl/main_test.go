@@ -25,6 +25,7 @@ import (
 
 	"github.com/exless/exless/daemon"
 	"github.com/exless/exless/daemon/exceptionless"
+	"github.com/exless/exless/internal/testproc"
 	"github.com/exless/exless/internal/testrun"
 )
 
@@ -249,32 +250,12 @@ func binaries(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
 		binErr = func() error {
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			dir, err := os.MkdirTemp("", "exlctl-bin-")
+			dir, err := testproc.MakePublicDir()
 			if err != nil {
 				return err
 			}
 			binDir = dir
-			if err := os.Chmod(dir, 0o755); err != nil {
-				return err
-			}
-			in, err := os.Open(self)
-			if err != nil {
-				return err
-			}
-			defer in.Close()
-			out, err := os.OpenFile(filepath.Join(dir, "exlessctl.test"), os.O_CREATE|os.O_WRONLY, 0o755)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(out, in); err != nil {
-				out.Close()
-				return err
-			}
-			if err := out.Close(); err != nil {
+			if _, err := testproc.CopySelf(dir, "exlessctl.test", nil); err != nil {
 				return err
 			}
 			for _, name := range []string{"exlessctl", "exless-child"} {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/exless/exless/internal/syncbuf"
+	"github.com/exless/exless/internal/testproc"
 	"github.com/exless/exless/internal/testrun"
 )
 
@@ -109,12 +110,7 @@ func inUnit(units ...string) func(int32) ([]string, error) {
 }
 
 func TestServesAttestedRequests(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (systemd's helper is root); CI runs as root")
-		}
-		t.Skip("needs root: systemd's credential helper connects as root")
-	}
+	testproc.RequireRoot(t, "systemd's credential helper connects as root")
 	var got []Request
 	var mu sync.Mutex
 	s := &Server{
@@ -172,12 +168,7 @@ func waitLog(t *testing.T, logs *syncbuf.Buffer, want string) {
 }
 
 func TestRefusesPeersThatAreNotRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to run a peer under another uid; CI runs as root")
-		}
-		t.Skip("needs root to run a peer under another uid")
-	}
+	testproc.RequireRoot(t, "a peer runs under another uid")
 	called := false
 	s := &Server{
 		cgroup: inUnit("demo.service"),

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/exless/exless/internal/testproc"
 )
 
 func TestAttestOtherUser(t *testing.T) {
@@ -269,8 +271,8 @@ func TestAttestExeCache(t *testing.T) {
 func TestAttestExeRecentFileNotCached(t *testing.T) {
 	requireRoot(t)
 	a, _ := helperBinaries(t)
-	bin := publicTempDir(t) + "/fresh"
-	if err := copyFile(bin, a, nil); err != nil {
+	bin := testproc.PublicDir(t) + "/fresh"
+	if err := testproc.CopyFile(bin, a, nil); err != nil {
 		t.Fatal(err)
 	}
 	ln, sock := listen(t)
@@ -296,15 +298,15 @@ func TestAttestExeReplaced(t *testing.T) {
 	a, b := helperBinaries(t)
 	for _, mode := range exeModes {
 		t.Run(mode.name, func(t *testing.T) {
-			bin := publicTempDir(t) + "/tool"
-			if err := copyFile(bin, a, nil); err != nil {
+			bin := testproc.PublicDir(t) + "/tool"
+			if err := testproc.CopyFile(bin, a, nil); err != nil {
 				t.Fatal(err)
 			}
 			ln, sock := listen(t)
 			at := NewAttestor(Options{})
 			oldPeer := startPeer(t, sock, peerSpec{bin: bin})
 			oldConn := oldPeer.connect(ln)
-			if err := copyFile(bin, b, nil); err != nil { // rename over
+			if err := testproc.CopyFile(bin, b, nil); err != nil { // rename over
 				t.Fatal(err)
 			}
 			newPeer := startPeer(t, sock, peerSpec{bin: bin})
@@ -331,13 +333,13 @@ func TestAttestExeReplaced(t *testing.T) {
 func TestAttestExeHashesRunningFileNotPath(t *testing.T) {
 	requireRoot(t)
 	a, b := helperBinaries(t)
-	dir := publicTempDir(t)
+	dir := testproc.PublicDir(t)
 	for _, d := range []string{"/d1", "/d2"} {
 		if err := os.Mkdir(dir+d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := copyFile(dir+"/d1/tool", a, nil); err != nil {
+	if err := testproc.CopyFile(dir+"/d1/tool", a, nil); err != nil {
 		t.Fatal(err)
 	}
 	ln, sock := listen(t)
@@ -349,7 +351,7 @@ func TestAttestExeHashesRunningFileNotPath(t *testing.T) {
 	if err := os.Mkdir(dir+"/d1", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFile(dir+"/d1/tool", b, nil); err != nil {
+	if err := testproc.CopyFile(dir+"/d1/tool", b, nil); err != nil {
 		t.Fatal(err)
 	}
 	id, err := NewAttestor(Options{}).Attest(c, ExePathHash)
@@ -370,7 +372,7 @@ func TestAttestExeHashesRunningFileNotPath(t *testing.T) {
 			t.Error(err)
 		}
 		os.Mkdir(dir+"/d1", 0o755)
-		if err := copyFile(dir+"/d1/tool", a, nil); err != nil {
+		if err := testproc.CopyFile(dir+"/d1/tool", a, nil); err != nil {
 			t.Error(err)
 		}
 	}
@@ -389,8 +391,8 @@ func TestAttestExeDeleted(t *testing.T) {
 	a, _ := helperBinaries(t)
 	for _, mode := range exeModes {
 		t.Run(mode.name, func(t *testing.T) {
-			bin := publicTempDir(t) + "/gone"
-			if err := copyFile(bin, a, nil); err != nil {
+			bin := testproc.PublicDir(t) + "/gone"
+			if err := testproc.CopyFile(bin, a, nil); err != nil {
 				t.Fatal(err)
 			}
 			ln, sock := listen(t)

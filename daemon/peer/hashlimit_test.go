@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/exless/exless/internal/testproc"
 )
 
 // distinctHelpers copies the helper binary to n paths, each with its own
@@ -17,11 +19,11 @@ import (
 func distinctHelpers(t *testing.T, n int) []string {
 	t.Helper()
 	a, _ := helperBinaries(t)
-	dir := publicTempDir(t)
+	dir := testproc.PublicDir(t)
 	bins := make([]string, n)
 	for i := range bins {
 		bins[i] = filepath.Join(dir, fmt.Sprintf("peer-%d", i))
-		if err := copyFile(bins[i], a, fmt.Appendf(nil, "\nexless distinct %d\n", i)); err != nil {
+		if err := testproc.CopyFile(bins[i], a, fmt.Appendf(nil, "\nexless distinct %d\n", i)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/exless/exless/internal/testproc"
 )
 
 // The test binary doubles as the peer: run with helperEnv set it waits for
@@ -67,41 +69,19 @@ var helpers struct {
 func helperBinaries(t testing.TB) (a, b string) {
 	t.Helper()
 	helpers.once.Do(func() {
-		exe, err := os.Executable()
-		if err != nil {
-			helpers.err = err
+		// Shared by the whole run, so not removed with any one test.
+		if helpers.dir, helpers.err = testproc.MakePublicDir(); helpers.err != nil {
 			return
 		}
-		helpers.dir = publicTempDir(nil)
-		helpers.a = filepath.Join(helpers.dir, "peer-a")
-		helpers.b = filepath.Join(helpers.dir, "peer-b")
-		if err := copyFile(helpers.a, exe, nil); err != nil {
-			helpers.err = err
+		if helpers.a, helpers.err = testproc.CopySelf(helpers.dir, "peer-a", nil); helpers.err != nil {
 			return
 		}
-		helpers.err = copyFile(helpers.b, exe, []byte("\nexless peer-b\n"))
+		helpers.b, helpers.err = testproc.CopySelf(helpers.dir, "peer-b", []byte("\nexless peer-b\n"))
 	})
 	if helpers.err != nil {
 		t.Fatalf("helper binaries: %v", helpers.err)
 	}
 	return helpers.a, helpers.b
-}
-
-// copyFile writes src's contents plus extra to dst (mode 0755), through a
-// temporary name renamed into place.
-func copyFile(dst, src string, extra []byte) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, append(data, extra...), 0o755); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }
 
 func fileSHA256(t testing.TB, path string) string {
@@ -114,53 +94,12 @@ func fileSHA256(t testing.TB, path string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// publicTempDir makes a short directory under /tmp that other uids can
-// traverse (sockets need short paths: sun_path holds 108 bytes).
-func publicTempDir(t testing.TB) string {
-	d, err := os.MkdirTemp("", "exl-")
-	if err == nil {
-		err = os.Chmod(d, 0o755)
-	}
-	if err != nil {
-		if t == nil {
-			panic(err)
-		}
-		t.Fatal(err)
-	}
-	if t != nil {
-		t.Cleanup(func() { os.RemoveAll(d) })
-	}
-	return d
-}
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test runs peers as other uids and needs root; CI must run as root")
-	}
-	t.Skip("needs root to run peers as other uids (CI runs it)")
-}
-
-// requireAbility fails under CI and skips elsewhere when the machine cannot
-// do what the test needs (as root: a writable cgroupfs, ns_last_pid).
-func requireAbility(t testing.TB, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s: %v (CI must be able to)", what, err)
-	}
-	t.Skipf("%s: %v", what, err)
-}
+func requireRoot(t testing.TB) { t.Helper(); testproc.RequireRoot(t, "peers run as other uids") }
 
 // listen opens a Unix socket every uid may connect to.
 func listen(t testing.TB) (*net.UnixListener, string) {
 	t.Helper()
-	path := filepath.Join(publicTempDir(t), "s")
+	path := filepath.Join(testproc.PublicDir(t), "s")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +235,7 @@ func startPeerWithPid(t testing.TB, sock string, spec peerSpec, want int) *peerP
 	t.Helper()
 	for range 50 {
 		err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(want-1)), 0)
-		requireAbility(t, "set ns_last_pid to reuse a pid", err)
+		testproc.RequireAbility(t, "set ns_last_pid to reuse a pid", err)
 		p := startPeer(t, sock, spec)
 		if p.pid() == want {
 			return p

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/exless/exless/internal/testproc"
 )
 
 // cgroupMounts finds this machine's cgroup v2 mount and, on legacy and
@@ -57,7 +59,7 @@ func makeCgroup(t *testing.T, mount, rel string) string {
 		if errors.Is(err, os.ErrExist) {
 			continue
 		}
-		requireAbility(t, "create cgroup "+dir, err)
+		testproc.RequireAbility(t, "create cgroup "+dir, err)
 		created = append(created, dir)
 	}
 	t.Cleanup(func() {
@@ -85,7 +87,7 @@ func TestAttestUnit(t *testing.T) {
 	requireRoot(t)
 	v2, v1 := cgroupMounts(t)
 	if v2 == "" {
-		requireAbility(t, "find a cgroup2 mount", errors.New("none in /proc/self/mountinfo"))
+		testproc.RequireAbility(t, "find a cgroup2 mount", errors.New("none in /proc/self/mountinfo"))
 	}
 	tag := fmt.Sprintf("exless-test-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 
@@ -143,7 +145,7 @@ func TestAttestUnit(t *testing.T) {
 		ln, sock := listen(t)
 		p := startPeer(t, sock, peerSpec{cred: otherIDs})
 		err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.pid())), 0)
-		requireAbility(t, "move a process into a name=systemd cgroup", err)
+		testproc.RequireAbility(t, "move a process into a name=systemd cgroup", err)
 		c := p.connect(ln)
 		id, err := NewAttestor(Options{}).Attest(c, ExeNone)
 		if err != nil {
