@@ -143,16 +143,17 @@ const (
 )
 
 // Attest identifies the peer of c. It reads SO_PEERCRED, SO_PEERGROUPS and
-// SO_PEERPIDFD, pins the process, reads its start time, its cgroup and
-// as much of its executable as exe says, then checks the pin again. It returns
-// ErrPeerGone (wrapped) when the process exited or its pid was reused
-// meanwhile, and an error when the credentials cannot be read; in both
-// cases the connection must be closed unserved. An executable that cannot
-// be read is not an error: it is reported in Identity.ExeErr.
+// SO_PEERPIDFD, pins the process (by the pidfd, or else by its start
+// time), reads its cgroup and as much of its executable as exe says, then
+// checks the pin again. It returns ErrPeerGone (wrapped) when the process
+// exited or its pid was reused meanwhile, and an error when the
+// credentials cannot be read; in both cases the connection must be closed
+// unserved. An executable that cannot be read is not an error: it is
+// reported in Identity.ExeErr.
 //
-// With ExeHash or ExePathHash, Attest may hash a file of up to MaxExeSize bytes (once per
-// file, then cached); callers should not run it where a slow peer would
-// hold up others, such as a listener's accept loop.
+// With ExeHash or ExePathHash, Attest may hash a file of up to MaxExeSize
+// bytes (once per file, then cached); callers should not run it where a
+// slow peer would hold up others, such as a listener's accept loop.
 func (a *Attestor) Attest(c net.Conn, exe Exe) (*Identity, error) {
 	if err := a.procCheck(); err != nil {
 		return nil, err
