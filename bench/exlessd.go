@@ -118,8 +118,8 @@ limits {
 func (d *exlessd) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if d.exited() {
-			return fmt.Errorf("%s exited (%v); last log lines:\n%s", d.name, d.waitErr, d.tail())
+		if d.Exited() {
+			return fmt.Errorf("%s exited (%v); last log lines:\n%s", d.name, d.Err(), d.tail())
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := d.Client.WhoAmI(cctx)

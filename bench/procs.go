@@ -11,21 +11,19 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/exless/exless/internal/child"
 )
 
-// proc is a child process the harness started. Every child gets Pdeathsig,
-// so none outlives a harness that dies, even by SIGKILL.
+// proc is a child process the harness started (see internal/child: none
+// outlives a harness that dies, even by SIGKILL), with its log.
 type proc struct {
+	*child.Proc
 	name    string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
 	logPath string
 	logFile *os.File
 	mask    []string // secrets to hide from log tails
@@ -38,38 +36,12 @@ func startProc(name, bin string, args, env []string, dir, logPath string, mask .
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = env
-	cmd.Dir = dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Own process group: ^C reaches the harness, which stops children in
-	// order. Pdeathsig follows the forking OS thread; the Go runtime only
-	// retires threads locked by a goroutine that exits, which ours is not.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	c, err := child.Start(bin, args, env, dir, logFile)
+	if err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logPath: logPath, logFile: logFile, mask: mask}
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// PID is the child's process id.
-func (p *proc) PID() int { return p.cmd.Process.Pid }
-
-// exited reports whether the child has exited.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return &proc{Proc: c, name: name, logPath: logPath, logFile: logFile, mask: mask}, nil
 }
 
 // stop sends SIGTERM, then SIGKILL after a grace period, and reaps the child.
@@ -77,15 +49,7 @@ func (p *proc) stop() {
 	if p == nil {
 		return
 	}
-	// os.Process signals through a pidfd: never another process that
-	// reused the pid.
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	_ = p.Stop(10 * time.Second)
 	p.logFile.Close()
 }
 
@@ -176,8 +140,8 @@ func (v *vaultServer) waitHealthy(ctx context.Context, timeout time.Duration) er
 	hc := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: time.Second}
 	deadline := time.Now().Add(timeout)
 	for {
-		if v.exited() {
-			return fmt.Errorf("exited (%v)", v.waitErr)
+		if v.Exited() {
+			return fmt.Errorf("exited (%v)", v.Err())
 		}
 		resp, err := hc.Get(v.Addr + "/v1/sys/health")
 		if err == nil {
@@ -222,8 +186,8 @@ func freePortPair() (int, error) {
 func waitSocket(ctx context.Context, p *proc, socket string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if p.exited() {
-			return fmt.Errorf("%s exited (%v); last log lines:\n%s", p.name, p.waitErr, p.tail())
+		if p.Exited() {
+			return fmt.Errorf("%s exited (%v); last log lines:\n%s", p.name, p.Err(), p.tail())
 		}
 		c, err := net.Dial("unix", socket)
 		if err == nil {

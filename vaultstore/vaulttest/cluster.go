@@ -71,7 +71,7 @@ func (n *Node) Running() bool {
 		return false
 	}
 	select {
-	case <-n.srv.done:
+	case <-n.srv.proc.Done():
 		return false
 	default:
 		return true
@@ -158,7 +158,7 @@ func (n *Node) spawn() error {
 	defer n.mu.Unlock()
 	if n.srv != nil {
 		select {
-		case <-n.srv.done:
+		case <-n.srv.proc.Done():
 		default:
 			return fmt.Errorf("%s is already running", n.ID)
 		}

@@ -64,7 +64,7 @@ func assertNoSecretsOnDisk(t *testing.T, n *Node) {
 		}
 	}
 	n.mu.Lock()
-	args := strings.Join(n.srv.cmd.Args, " ")
+	args := strings.Join(n.srv.proc.Args(), " ")
 	n.mu.Unlock()
 	if strings.Contains(args, tok) || strings.Contains(args, key) {
 		t.Error("argv holds a secret")

@@ -33,15 +33,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/exless/exless/internal/child"
 	"github.com/exless/exless/internal/testrun"
 )
 
@@ -98,9 +97,7 @@ type Server struct {
 	Token string // root token, random per server
 	PID   int
 
-	cmd      *exec.Cmd
-	done     chan struct{} // closed once the process is reaped
-	waitErr  error         // valid after done is closed
+	proc     *child.Proc
 	logPath  string
 	logFile  *os.File
 	stopOnce sync.Once
@@ -269,38 +266,17 @@ func startOnce(bin, dir string, port int) (*Server, error) {
 // launch starts bin with args in dir, its output going to logFile, and
 // returns the running Server with PID and process fields set.
 func launch(bin, dir string, args, env []string, logFile *os.File) (*Server, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	// Own process group: a ^C meant for `go test` does not stop Vault
-	// midway through a test. Pdeathsig: when the test binary dies (even by
-	// SIGKILL) the kernel kills Vault too, so no server outlives a crashed
-	// run. Pdeathsig follows the forking OS thread; the Go runtime only
-	// retires threads locked by a goroutine that exits, which ours is not.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	p, err := child.Start(bin, args, env, dir, logFile)
+	if err != nil {
+		return nil, err
 	}
-	s := &Server{
-		PID:     cmd.Process.Pid,
-		cmd:     cmd,
-		done:    make(chan struct{}),
-		logFile: logFile,
-	}
-	go func() {
-		s.waitErr = cmd.Wait()
-		close(s.done)
-	}()
-	return s, nil
+	return &Server{PID: p.PID(), proc: p, logFile: logFile}, nil
 }
 
 // kill ends a server that failed to start, without the SIGTERM grace.
 func (s *Server) kill() {
 	s.stopOnce.Do(func() {
-		_ = s.cmd.Process.Kill()
-		<-s.done
+		s.proc.Kill()
 		s.logFile.Close()
 	})
 }
@@ -393,11 +369,11 @@ func (s *Server) waitFor(timeout time.Duration, want func(code int) bool) error 
 			return errPortTaken
 		}
 		select {
-		case <-s.done:
+		case <-s.proc.Done():
 			if s.portClash() {
 				return errPortTaken
 			}
-			return fmt.Errorf("exited before becoming ready (%v)", s.waitErr)
+			return fmt.Errorf("exited before becoming ready (%v)", s.proc.Err())
 		default:
 		}
 		code, err := healthCode(s.Addr)
@@ -413,7 +389,7 @@ func (s *Server) waitFor(timeout time.Duration, want func(code int) bool) error 
 			return fmt.Errorf("not ready after %s: %s", timeout, last)
 		}
 		select {
-		case <-s.done:
+		case <-s.proc.Done():
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -459,18 +435,8 @@ func (s *Server) Healthy() bool { return s.health() == nil }
 func (s *Server) Stop() error {
 	var err error
 	s.stopOnce.Do(func() {
-		// Signal through os.Process, which uses a pidfd: it can never hit
-		// another process that reused the pid.
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(stopTimeout):
-			_ = s.cmd.Process.Kill()
-			select {
-			case <-s.done:
-			case <-time.After(stopTimeout):
-				err = fmt.Errorf("vault dev server pid %d did not exit after SIGKILL", s.PID)
-			}
+		if err = s.proc.Stop(stopTimeout); err != nil {
+			err = fmt.Errorf("vault dev server: %w", err)
 		}
 		s.logFile.Close()
 	})
